@@ -1,0 +1,1 @@
+"""The study coordinator and the `tunefleet` command line."""

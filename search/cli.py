@@ -1,0 +1,204 @@
+"""The `tunefleet` command line. Heavy imports (torch, transformers) happen
+inside the commands that train, so --help, status and friends stay fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from spaces.errors import InputError
+from storage import StorageError
+
+storage_option = click.option(
+    "--storage", "storage_url", metavar="URL", envvar="TUNEFLEET_STORAGE",
+    help="Optuna storage: postgresql://user:pass@host/db, sqlite:///file.db or a journal file path. "
+         "Default: $TUNEFLEET_STORAGE, else the embedded journal file .tunefleet/journal.log.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _open(url):
+    import optuna
+
+    from storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return open_storage(url)
+
+
+def _load(url, name):
+    from search.study import load
+
+    return load(_open(url), name)
+
+
+def _print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """tunefleet: hyperparameter search for LLM fine-tuning (full, LoRA, QLoRA, prefix tuning)."""
+
+
+@cli.group()
+def study():
+    """Create studies."""
+
+
+@study.command("create")
+@click.argument("name")
+@click.option("--model", required=True, type=click.Path(), help="Model directory saved with save_pretrained.")
+@click.option("--dataset", required=True, type=click.Path(), help="JSONL: text, prompt+completion, or messages.")
+@click.option("--method", required=True, help="full, lora, qlora or prefix.")
+@click.option("--n-trials", default=20, show_default=True, help="Trials over all workers.")
+@click.option("--max-steps", default=100, show_default=True, help="Optimizer steps per trial.")
+@click.option("--eval-steps", default=0, help="Evaluate every N steps (default max-steps // 10).")
+@click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
+@click.option("--max-micro-batch", default=8, show_default=True, help="Largest per-device micro-batch.")
+@click.option("--sampler", default="tpe", show_default=True, help="tpe or random.")
+@click.option("--pruner", default="median", show_default=True, help="median or none.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/eval split and training.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code.")
+@click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
+@storage_option
+@json_option
+def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, seq_len, max_micro_batch,
+                 sampler, pruner, seed, trust_remote_code, resume, storage_url, as_json):
+    """Validate the inputs, store the study spec and queue the seeds' starting configs."""
+    from search.study import create, spec_from_inputs
+
+    spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method,
+                            n_trials=n_trials, max_steps=max_steps, eval_steps=eval_steps, seq_len=seq_len,
+                            max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
+                            trust_remote_code=trust_remote_code)
+    created = create(_open(storage_url), name, spec, resume=resume)
+    queued = sum(t.state.name == "WAITING" for t in created.get_trials(deepcopy=False))
+    if as_json:
+        _print_json({"study": name, "spec": spec.to_dict(), "queued": queued})
+    else:
+        click.echo(f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} trials of "
+                   f"{spec.max_steps} steps; {queued} starting config(s) queued.\n"
+                   f"start workers with: tunefleet worker {name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
+@storage_option
+def worker(name, threads, storage_url):
+    """Claim and train trials of study NAME until its budget is spent."""
+    from workers.worker import run
+
+    sys.exit(run(name, storage_url, threads))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@json_option
+def status(name, storage_url, as_json):
+    """Trial counts by state, the best so far, running trials and prune reasons."""
+    from search.report import status as build
+
+    report = build(*_load(storage_url, name))
+    if as_json:
+        return _print_json(report)
+    counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items() if v)
+    click.echo(f"study {report['study']} ({report['method']}), budget {report['n_trials']} trials: {counts or 'no trials'}")
+    if report["best"]:
+        best = report["best"]
+        click.echo(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
+        click.echo("  " + " ".join(f"{k}={_short(v)}" for k, v in best["params"].items()))
+    for r in report["running"]:
+        click.echo(f"running: trial {r['number']} on {r['host']} pid {r['pid']} for {r['running_s']} s, "
+                   f"step {r['last_step']}, eval loss {_short(r['last_value'])}")
+    for p in report["pruned"]:
+        click.echo(f"pruned: trial {p['number']} by {p['detector']} at step {p.get('step')}: "
+                   f"{p.get('evidence', {}).get('rule', '')}")
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@json_option
+def best(name, storage_url, as_json):
+    """Best params with the matching TrainingArguments and peft config (JSON)."""
+    from search.report import best as build
+
+    _print_json(build(*_load(storage_url, name)))
+
+
+@cli.command()
+@storage_option
+@json_option
+def studies(storage_url, as_json):
+    """List the studies in the storage."""
+    from search.report import studies as build
+
+    rows = build(_open(storage_url))
+    if as_json:
+        return _print_json(rows)
+    if not rows:
+        click.echo("no studies")
+    for r in rows:
+        best_value = f"{r['best_value']:.4f}" if r["best_value"] is not None else "-"
+        click.echo(f"{r['name']}: {r['method']}, {r['complete']} complete, {r['pruned']} pruned, "
+                   f"{r['running']} running of {r['n_trials']}; best {best_value}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for all).")
+@click.option("--port", default=8080, show_default=True)
+@storage_option
+def dashboard(host, port, storage_url):
+    """Serve optuna-dashboard on the same storage."""
+    from search.dashboard import serve
+    from storage import redact, resolve_url
+
+    serve(_open(storage_url), host, port, redact(resolve_url(storage_url)))
+
+
+@cli.command()
+@click.option("--workers", "n_workers", default=2, show_default=True, help="Local worker processes.")
+@click.option("--trials", "n_trials", default=12, show_default=True)
+@click.option("--max-steps", default=60, show_default=True)
+@click.option("--cache", default=".tunefleet/demo", show_default=True, type=click.Path(),
+              help="Where the tiny model and dataset are built (once).")
+@storage_option
+def demo(n_workers, n_trials, max_steps, cache, storage_url):
+    """Build a tiny model and dataset offline, then run a real study with local workers."""
+    from search.demo import run
+
+    sys.exit(run(n_workers, n_trials, max_steps, Path(cache), storage_url))
+
+
+def main() -> None:
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = 130
+    except click.UsageError as e:
+        hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        code = 2
+    except (InputError, StorageError) as e:
+        click.echo(f"error: {e}", err=True)
+        code = 2
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        code = e.exit_code
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

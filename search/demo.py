@@ -1,0 +1,87 @@
+"""`tunefleet demo`: a real study, end to end, on this machine and nothing else.
+
+Build (once) a tiny causal LM and a dataset from the docstrings of Python's
+standard library; create a LoRA study on the embedded storage; start local
+`tunefleet worker` processes; follow the trials as they finish.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs
+from search.report import best as best_report
+from search.study import create, load, spec_from_inputs
+from storage import open_storage, redact, resolve_url
+
+
+def _line(trial) -> str:
+    if trial.state == TrialState.COMPLETE:
+        return f"trial {trial.number:>2} complete  eval loss {trial.value:.4f}  lr={trial.params['learning_rate']:.2e} batch={trial.params['batch_size']}"
+    if trial.state == TrialState.PRUNED:
+        v = trial.user_attrs.get(attrs.PRUNE, {})
+        rule = v.get("evidence", {}).get("rule", "")
+        return f"trial {trial.number:>2} pruned    by {v.get('detector')} at step {v.get('step')}: {rule}"
+    return f"trial {trial.number:>2} {trial.state.name.lower()}  {trial.user_attrs.get(attrs.ERROR, '')}"
+
+
+def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | None) -> int:
+    started = time.time()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"building the tiny model and dataset under {cache} (once)...", flush=True)
+    from workers.tiny import build_assets
+
+    model_dir, dataset = build_assets(cache)
+    url = resolve_url(url)
+    storage = open_storage(url)
+    name = time.strftime("demo-%Y%m%d-%H%M%S")
+    spec = spec_from_inputs(str(model_dir.absolute()), str(dataset.absolute()), "lora", n_trials=n_trials,
+                            max_steps=max_steps, eval_steps=max(1, max_steps // 6), seq_len=96)
+    create(storage, name, spec)
+    print(f"study {name}: LoRA on {spec.n_examples} examples, {n_trials} trials of {max_steps} steps, "
+          f"{n_workers} workers; storage {redact(url)}", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    env = {**os.environ, "TUNEFLEET_STORAGE": url}  # not on the command line, where ps would show a password
+    logs = [open(cache / f"{name}-worker{i}.log", "w") for i in range(n_workers)]
+    workers = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", name, "--threads", str(threads)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    shown: set[int] = set()
+    try:
+        while True:
+            alive = any(w.poll() is None for w in workers)
+            study, _ = load(storage, name)
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state.is_finished() and t.number not in shown:
+                    shown.add(t.number)
+                    print(f"[{time.time() - started:5.0f}s] {_line(t)}", flush=True)
+            if not alive:
+                break
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping the workers (each ends its trial cleanly)...", flush=True)
+        for w in workers:
+            w.wait()
+    for log in logs:
+        log.close()
+    if any(w.returncode for w in workers):
+        print(f"a worker failed; see its log under {cache}", file=sys.stderr)
+        return 1
+    counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
+    best = best_report(study, spec)
+    print(f"\n{len(trials)} trials in {time.time() - started:.0f} s: {counts[TrialState.COMPLETE]} complete, "
+          f"{counts[TrialState.PRUNED]} pruned")
+    print(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
+    for k, v in best["params"].items():
+        print(f"  {k} = {v}")
+    storage_arg = "" if "TUNEFLEET_STORAGE" in os.environ or url == resolve_url(None) else f" --storage '{redact(url)}'"
+    print(f"\nsee every trial, its curve and why it ended: tunefleet dashboard{storage_arg}")
+    print(f"full config as JSON: tunefleet best {name}{storage_arg}")
+    return 0

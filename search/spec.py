@@ -1,0 +1,108 @@
+"""The study spec: one validated document, stored in the study, that every process reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from spaces.errors import InputError
+from spaces.priors import METHODS
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "none")
+
+
+@dataclass
+class Detectors:
+    """Thresholds of the detectors that end a trial early (relative, so any loss scale works)."""
+
+    divergence_ratio: float = 2.0
+    """Diverged once the train loss exceeds this multiple of its first value."""
+    divergence_rise: float = 0.2
+    """Diverged once the smoothed train loss stays this fraction above its running minimum..."""
+    divergence_patience: int = 5
+    """...for this many logged steps in a row."""
+    plateau_window: int = 3
+    """Plateau: over the last this-many evaluations..."""
+    plateau_min_improvement: float = 0.005
+    """...the best eval loss improved by less than this fraction."""
+
+    def __post_init__(self):
+        _require(self.divergence_ratio > 1, "detectors.divergence_ratio must be above 1")
+        _require(self.divergence_rise > 0, "detectors.divergence_rise must be positive")
+        _require(self.divergence_patience >= 1, "detectors.divergence_patience must be at least 1")
+        _require(self.plateau_window >= 1, "detectors.plateau_window must be at least 1")
+        _require(self.plateau_min_improvement >= 0, "detectors.plateau_min_improvement must be >= 0")
+
+
+@dataclass
+class StudySpec:
+    """What to tune and how; validated on entry."""
+
+    model: str
+    """Directory of a model saved with save_pretrained (config, tokenizer, weights)."""
+    dataset: str
+    """JSONL file: `text`, `prompt`+`completion`, or chat `messages` per line."""
+    method: str
+    """One of full, lora, qlora, prefix."""
+    n_examples: int
+    """Examples in the dataset (sets the batch-size tier)."""
+    n_trials: int = 20
+    """Trials the study runs (complete or pruned), over all workers."""
+    max_steps: int = 100
+    """Optimizer steps per trial: every trial gets the same compute."""
+    eval_steps: int = 0
+    """Evaluate (and report to the pruner) every this many steps; 0 means max_steps // 10."""
+    seq_len: int = 512
+    """Tokens per example after truncation."""
+    eval_fraction: float = 0.1
+    """Share of the dataset held out for evaluation..."""
+    max_eval_examples: int = 256
+    """...at most this many examples."""
+    max_micro_batch: int = 8
+    """Largest per-device micro-batch; the effective batch is reached by accumulation."""
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    trust_remote_code: bool = False
+    detectors: Detectors = field(default_factory=Detectors)
+
+    def __post_init__(self):
+        if isinstance(self.detectors, dict):
+            self.detectors = _build(Detectors, self.detectors, "detectors.")
+        _require(self.method in METHODS, f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        _require(self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}' (choose from {', '.join(SAMPLERS)})")
+        _require(self.pruner in PRUNERS, f"unknown pruner '{self.pruner}' (choose from {', '.join(PRUNERS)})")
+        _require(self.n_examples >= 2, "the dataset needs at least 2 examples (one to train, one to evaluate)")
+        _require(self.n_trials >= 1, "n_trials must be at least 1")
+        _require(self.max_steps >= 1, "max_steps must be at least 1")
+        if self.eval_steps == 0:
+            self.eval_steps = max(1, self.max_steps // 10)
+        _require(1 <= self.eval_steps <= self.max_steps, "eval_steps must lie between 1 and max_steps")
+        _require(self.seq_len >= 8, "seq_len must be at least 8")
+        _require(0 < self.eval_fraction < 1, "eval_fraction must lie strictly between 0 and 1")
+        _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")
+        _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        return _build(cls, data, "")
+
+
+def _build(cls, data: dict, prefix: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    _require(not unknown, f"unknown spec key '{prefix}{unknown[0]}'" if unknown else "")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise InputError(f"invalid spec: {e}") from None
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InputError(message)

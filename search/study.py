@@ -1,0 +1,81 @@
+"""Creating and loading tunefleet studies: the spec stored in the study, the seeds queued first."""
+
+from __future__ import annotations
+
+import optuna
+
+from search import attrs
+from search.spec import StudySpec
+from spaces.errors import InputError
+from spaces.space import build_space, starting_configs
+
+
+def space_of(spec: StudySpec):
+    return build_space(spec.method, spec.n_examples)
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler()
+    # No fixed seed: workers sharing one would propose the same points.
+    # constant_liar keeps parallel workers from piling onto one region.
+    return optuna.samplers.TPESampler(multivariate=True, constant_liar=True)
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # Not at the first evaluation: every curve drops steeply at the start.
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.eval_steps + 1)
+
+
+def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudySpec:
+    """A validated spec: the model loads, every dataset line parses, every option is in range."""
+    from spaces.dataset import read_dataset
+    from spaces.model import read_model_config
+
+    read_model_config(model)
+    _, records = read_dataset(dataset)
+    spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=len(records), **options)
+    from workers.inputs import check_model_loads  # imports transformers: only once the cheap checks pass
+
+    check_model_loads(model, spec.trust_remote_code)
+    return spec
+
+
+def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.Study:
+    """A new study holding the spec, with the seeds' starting configs queued first.
+
+    With resume, an existing study is reopened as it is (its stored spec wins)
+    and only its trial budget is raised to the spec's n_trials.
+    """
+    if name in optuna.get_all_study_names(storage):
+        if not resume:
+            raise InputError(f"study '{name}' already exists (add --resume to continue it)")
+        study, stored = load(storage, name)
+        if spec.n_trials > stored.n_trials:
+            stored.n_trials = spec.n_trials
+            study.set_user_attr(attrs.SPEC, stored.to_dict())
+        return study
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize",
+        sampler=build_sampler(spec), pruner=build_pruner(spec),
+    )
+    study.set_user_attr(attrs.SPEC, spec.to_dict())
+    for config in starting_configs(spec.method, space_of(spec))[: spec.n_trials]:
+        study.enqueue_trial(config, user_attrs={attrs.SOURCE: "seed starting config"})
+    return study
+
+
+def load(storage, name: str) -> tuple[optuna.Study, StudySpec]:
+    """The study and its spec, with the sampler and pruner the spec names."""
+    try:
+        study_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        raise InputError(f"no study named '{name}' (list them with: tunefleet studies)") from None
+    if attrs.SPEC not in study_attrs:
+        raise InputError(f"study '{name}' was not created by tunefleet (it has no study spec)")
+    spec = StudySpec.from_dict(study_attrs[attrs.SPEC])
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=build_sampler(spec), pruner=build_pruner(spec))
+    return study, spec

@@ -1,0 +1,71 @@
+"""One mapping from a trial's params to TrainingArguments and the peft config.
+
+The worker trains with exactly these keyword arguments and `tunefleet best`
+prints them, so what a user copies is what was measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def split_batch(effective: int, max_micro_batch: int) -> tuple[int, int]:
+    """(micro-batch, accumulation) whose product is exactly the effective batch."""
+    micro = max(d for d in range(1, min(effective, max_micro_batch) + 1) if effective % d == 0)
+    return micro, effective // micro
+
+
+def training_arguments(params: dict, method: str, max_steps: int, eval_steps: int,
+                       max_micro_batch: int, seed: int = 0) -> dict[str, Any]:
+    micro, accumulation = split_batch(params["batch_size"], max_micro_batch)
+    return {
+        "learning_rate": params["learning_rate"],
+        "per_device_train_batch_size": micro,
+        "per_device_eval_batch_size": micro,
+        "gradient_accumulation_steps": accumulation,
+        "max_steps": max_steps,
+        "lr_scheduler_type": params["lr_scheduler_type"],
+        # An explicit step count: no floor that a short run silently ignores.
+        "warmup_steps": round(params["warmup_ratio"] * max_steps),
+        "weight_decay": params["weight_decay"],
+        "max_grad_norm": params["max_grad_norm"],
+        "optim": "paged_adamw_8bit" if method == "qlora" else "adamw_torch",
+        "eval_strategy": "steps",
+        "eval_steps": eval_steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+    }
+
+
+def peft_config(params: dict, method: str) -> dict[str, Any] | None:
+    """peft config fields (None for full fine-tuning)."""
+    if method in ("lora", "qlora"):
+        return {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": params["lora_r"],
+            "lora_alpha": params["lora_r"] * params["lora_alpha_ratio"],
+            "lora_dropout": params["lora_dropout"],
+            "target_modules": "all-linear",
+        }
+    if method == "prefix":
+        return {
+            "peft_type": "PREFIX_TUNING",
+            "task_type": "CAUSAL_LM",
+            "num_virtual_tokens": params["num_virtual_tokens"],
+        }
+    return None
+
+
+def quantization_config(method: str) -> dict[str, Any] | None:
+    """BitsAndBytesConfig fields: QLoRA's 4-bit NF4 with double quantization."""
+    if method != "qlora":
+        return None
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }

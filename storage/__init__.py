@@ -1,0 +1,8 @@
+"""One place that turns a storage URL into an Optuna storage."""
+
+from storage.errors import StorageError
+from storage.claim_lock import claim_lock
+from storage.open import open_storage
+from storage.urls import redact, resolve_url
+
+__all__ = ["StorageError", "claim_lock", "open_storage", "redact", "resolve_url"]

@@ -1,0 +1,47 @@
+"""Storage URLs: where they come from, how they are normalised, how they are shown."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+ENV_VAR = "TUNEFLEET_STORAGE"
+# Journal file, not SQLite: Optuna's journal storage appends under a file lock
+# and is built for several processes at once, where SQLite answers concurrent
+# writers with "database is locked"; optuna-dashboard reads both.
+DEFAULT_PATH = Path(".tunefleet") / "journal.log"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The --storage value, else $TUNEFLEET_STORAGE, else the embedded default."""
+    url = url or os.environ.get(ENV_VAR) or f"journal:{DEFAULT_PATH}"
+    return normalise(url)
+
+
+def normalise(url: str) -> str:
+    """psycopg2 for PostgreSQL (SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3);
+    a plain file path means a journal file."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    if "://" not in url and not url.startswith("journal:"):
+        return f"journal:{url}"
+    return url
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file of a journal URL, else None."""
+    if not url.startswith("journal:"):
+        return None
+    return Path(url[len("journal:"):].removeprefix("//")).expanduser().absolute()
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """Text with the URL's password, wherever it appears, replaced by ***."""
+    m = re.search(r"://[^:/@]*:([^@]*)@", url)
+    return text.replace(m.group(1), "***") if m and m.group(1) else text

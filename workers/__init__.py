@@ -1,0 +1,1 @@
+"""The worker process: claim a trial, build model and data, train, report."""

@@ -1,0 +1,54 @@
+"""The thin adapter between the HF Trainer and the detectors and Optuna's pruner."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import TrainerCallback
+
+from search.spec import StudySpec
+from workers.detectors import DivergenceDetector, PlateauDetector, Verdict
+
+
+class PruningCallback(TrainerCallback):
+    """Feeds train losses to the divergence detector and eval losses to the
+    plateau detector and the Optuna pruner; the first verdict stops training."""
+
+    def __init__(self, trial, spec: StudySpec, should_stop=lambda: False):
+        d = spec.detectors
+        self.trial, self.should_stop, self.max_steps = trial, should_stop, spec.max_steps
+        self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
+        self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
+        self.verdict: Verdict | None = None
+        self.interrupted = False
+        self.eval_losses: dict[int, float] = {}
+
+    def _end(self, verdict, control):
+        if verdict is not None and self.verdict is None:
+            self.verdict = verdict
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self._end(self.divergence.update(state.global_step, float(logs["loss"])), control)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or "eval_loss" not in metrics or self.verdict is not None:
+            return
+        step, loss = state.global_step, float(metrics["eval_loss"])
+        if not math.isfinite(loss):
+            return self._end(Verdict("divergence", step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
+        self.eval_losses[step] = loss
+        self.trial.report(loss, step)
+        if step >= self.max_steps:  # the run is done: stopping it now would save nothing
+            return
+        self._end(self.plateau.update(step, loss), control)
+        if self.verdict is None and self.trial.should_prune():
+            self._end(Verdict(f"pruner:{type(self.trial.study.pruner).__name__}", step,
+                              {"rule": "eval loss worse than the pruner's threshold at this step", "loss": loss}),
+                      control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.should_stop():
+            self.interrupted = True
+            control.should_training_stop = True

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from workers.detectors.verdict import Verdict
+
+
+class PlateauDetector:
+    """A plateau: over the last ``window`` evaluations, the best loss improved on
+    the best before them by less than ``min_improvement``, a fraction of that
+    earlier best (relative, so a loss of 0.001 can plateau as well as one of 3).
+    """
+
+    def __init__(self, window: int = 3, min_improvement: float = 0.005):
+        self.window, self.min_improvement = window, min_improvement
+        self.history: list[float] = []
+
+    def update(self, step: int, loss: float) -> Verdict | None:
+        self.history.append(loss)
+        if len(self.history) <= self.window:
+            return None
+        before = min(self.history[: -self.window])
+        recent = min(self.history[-self.window:])
+        improvement = (before - recent) / abs(before) if before else 0.0
+        if improvement < self.min_improvement:
+            return Verdict("plateau", step, {
+                "rule": f"best loss improved by less than {self.min_improvement:.1%} over {self.window} evaluations",
+                "improvement": improvement, "best_before": before, "best_recent": recent})
+        return None

@@ -1,0 +1,124 @@
+"""A worker: claim a trial, build it, train it, report it; until the budget is spent.
+
+SIGINT and SIGTERM end the running trial at its next step: it is told FAIL and
+its params are queued again, so no trial is ever left RUNNING by this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs
+from search.study import load, space_of
+from spaces.space import suggest
+from storage import claim_lock, open_storage
+
+MAX_CONSECUTIVE_FAILURES = 3
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class Stop:
+    """Set by SIGINT/SIGTERM; read between and during trials."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def say(message: str) -> None:
+    print(f"[worker {socket.gethostname()}:{os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+def claim(study: optuna.Study, storage, url, space) -> tuple[optuna.Trial, dict] | None:
+    """The next trial and its params, or None once the study's budget is spent."""
+    with claim_lock(storage, url, study.study_name):
+        # Re-read: `study create --resume` may have raised the budget meanwhile.
+        n_trials = study.user_attrs[attrs.SPEC]["n_trials"]
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
+            return None
+        trial = study.ask()
+    trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time()})
+    return trial, suggest(trial, space)
+
+
+def train(trial, params, spec, data, stop):
+    """(final eval loss or None, callback holding the verdict)."""
+    from workers.callback import PruningCallback
+    from workers.train import build_trainer
+
+    callback = PruningCallback(trial, spec, should_stop=stop)
+    trainer = build_trainer(spec, params, data, callback)
+    trainer.train()
+    if callback.verdict is None and not callback.interrupted and spec.max_steps not in callback.eval_losses:
+        callback.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=trainer.evaluate())
+    final = callback.eval_losses.get(spec.max_steps)
+    return final, callback
+
+
+def report(study, trial, params, final, callback) -> str:
+    if callback.interrupted:
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(params, user_attrs={attrs.SOURCE: f"retry of interrupted trial {trial.number}"})
+        return "interrupted; its params are queued again"
+    if callback.verdict is not None:
+        trial.set_user_attr(attrs.PRUNE, callback.verdict.to_dict())
+        study.tell(trial, state=TrialState.PRUNED)
+        return f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
+    study.tell(trial, final)
+    return f"complete, eval loss {final:.4f}"
+
+
+def run(study_name: str, url: str | None = None, threads: int | None = None) -> int:
+    """Work on the study until its budget is spent or a signal arrives; the exit code."""
+    stop = Stop()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    study, spec = load(storage, study_name)
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if threads:
+        torch.set_num_threads(threads)
+    from workers.train import TrialData
+
+    data = TrialData(spec)
+    space = space_of(spec)
+    failures = 0
+    while not stop():
+        claimed = claim(study, storage, url, space)
+        if claimed is None:
+            say("study budget spent; exiting")
+            break
+        trial, params = claimed
+        started = time.time()
+        try:
+            final, callback = train(trial, params, spec, data, stop)
+            outcome = report(study, trial, params, final, callback)
+            failures = 0
+        except Exception as e:  # one broken trial must not leave it RUNNING or stop the worker
+            trial_error = f"{type(e).__name__}: {e}".splitlines()[0]
+            trial.set_user_attr(attrs.ERROR, trial_error)
+            study.tell(trial, state=TrialState.FAIL)
+            outcome, failures = f"failed: {trial_error}", failures + 1
+        say(f"trial {trial.number} {outcome} ({time.time() - started:.1f} s)")
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            say(f"{failures} trials failed in a row; stopping")
+            return 1
+    return 0
