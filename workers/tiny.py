@@ -11,9 +11,10 @@ import inspect
 import json
 import random
 import sys
+import warnings
 from pathlib import Path
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "venv", "pydoc_data"}
 
 
@@ -24,7 +25,9 @@ def stdlib_texts() -> tuple[list[str], list[dict]]:
         if name.startswith("_") or name in _SKIP:
             continue
         try:
-            module = importlib.import_module(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deprecated modules still have good docstrings
+                module = importlib.import_module(name)
         except Exception:  # platform-specific modules
             continue
         for obj_name, obj in sorted(vars(module).items()):
@@ -63,7 +66,7 @@ def build_model(tokenizer, hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2 + hidden // 2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,  # multiples of 64: bitsandbytes 4-bit blocks on CPU
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

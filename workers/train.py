@@ -5,7 +5,8 @@ from __future__ import annotations
 import tempfile
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, Trainer, TrainingArguments
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PrinterCallback, Trainer,
+                          TrainingArguments)
 
 from search.spec import StudySpec
 from spaces import export
@@ -49,6 +50,8 @@ def build_trainer(spec: StudySpec, params: dict, data: TrialData, callback) -> T
         # The divergence detector must see a nan, not the Trainer's stand-in for it.
         logging_nan_inf_filter=False, **kwargs,
     )
-    return Trainer(model=build_model(spec, params), args=args, train_dataset=data.train,
-                   eval_dataset=data.eval, data_collator=data.collator,
-                   processing_class=data.tokenizer, callbacks=[callback])
+    trainer = Trainer(model=build_model(spec, params), args=args, train_dataset=data.train,
+                      eval_dataset=data.eval, data_collator=data.collator,
+                      processing_class=data.tokenizer, callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # the worker reports per trial, not per step
+    return trainer

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -83,17 +84,26 @@ def report(study, trial, params, final, callback) -> str:
     return f"complete, eval loss {final:.4f}"
 
 
+def _quiet_libraries() -> None:
+    """One line per trial is the worker's output; the libraries' per-step chatter goes."""
+    # bitsandbytes warns at import that optional hub kernels are absent: they are not needed.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def run(study_name: str, url: str | None = None, threads: int | None = None) -> int:
     """Work on the study until its budget is spent or a signal arrives; the exit code."""
     stop = Stop()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
     study, spec = load(storage, study_name)
+    _quiet_libraries()
     import torch
-    import transformers
 
-    transformers.logging.set_verbosity_error()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     if threads:
         torch.set_num_threads(threads)
     from workers.train import TrialData

@@ -1,0 +1,123 @@
+"""Bad input: a one-line error, a non-zero exit, no traceback, nothing stored lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI, free_port, tunefleet
+
+
+def assert_one_line_error(result, *expected: str):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def create(tiny, tmp_path, *extra, model=None, dataset=None, method="lora"):
+    return tunefleet("study", "create", "s", "--model", model or tiny[0], "--dataset", dataset or tiny[1],
+                     "--method", method, *extra, cwd=tmp_path)
+
+
+def test_missing_model_dir(tiny, tmp_path):
+    assert_one_line_error(create(tiny, tmp_path, model=tmp_path / "nope"), "no such directory")
+
+
+def test_model_dir_without_tokenizer(tiny, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(Path(tiny[0]) / "config.json", model)
+    assert_one_line_error(create(tiny, tmp_path, model=model), "no tokenizer")
+
+
+def test_malformed_jsonl_names_the_line(tiny, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": "broken\n')
+    assert_one_line_error(create(tiny, tmp_path, dataset=data), "line 3", "not valid JSON")
+
+
+def test_mixed_formats_name_the_line(tiny, tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"text": "c"}\n')
+    assert_one_line_error(create(tiny, tmp_path, dataset=data), "line 2")
+
+
+def test_unknown_method(tiny, tmp_path):
+    assert_one_line_error(create(tiny, tmp_path, method="dora"), "unknown method 'dora'")
+
+
+def test_empty_dataset(tiny, tmp_path):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    assert_one_line_error(create(tiny, tmp_path, dataset=data), "no examples")
+
+
+def test_unknown_option_is_one_line(tiny, tmp_path):
+    assert_one_line_error(create(tiny, tmp_path, "--n-trails", "3"), "--n-trails")
+
+
+def test_unknown_study(tmp_path):
+    for command in ("status", "best", "worker"):
+        assert_one_line_error(tunefleet(command, "ghost", cwd=tmp_path), "no study named 'ghost'")
+
+
+def test_existing_study_needs_resume_and_keeps_its_trials(tiny, tmp_path):
+    assert create(tiny, tmp_path, "--n-trials", 3).returncode == 0
+    assert_one_line_error(create(tiny, tmp_path, "--n-trials", 3), "already exists", "--resume")
+    resumed = create(tiny, tmp_path, "--n-trials", 5, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    status = json.loads(tunefleet("status", "s", "--json", cwd=tmp_path).stdout)
+    assert status["n_trials"] == 5 and status["counts"]["WAITING"] == 1, "the queued seed is still there"
+
+
+def test_unreachable_database_fails_fast(tmp_path):
+    started = time.time()
+    url = f"postgresql://tf:hunter2secret@127.0.0.1:{free_port()}/tf"
+    result = tunefleet("studies", "--storage", url, cwd=tmp_path)
+    assert time.time() - started < 10
+    assert result.returncode == 2
+    assert_one_line_error(result, "cannot open storage", "tf:***@127.0.0.1")
+    assert "hunter2secret" not in result.stderr + result.stdout
+
+
+@pytest.fixture
+def password_postgres():
+    """A private PostgreSQL cluster that checks passwords (the shared one trusts everyone)."""
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bindir or not shutil.which("runuser"):
+        (pytest.fail if IN_CI else pytest.skip)("PostgreSQL server binaries or runuser not found")
+    # Not pytest's tmp_path: its parents are closed to the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="tunefleet-pg-"))
+    root.chmod(0o755)
+    bindir, data, port = bindir[-1], root / "pg", free_port()
+    data.mkdir()
+    (root / "pw").write_text("right-password\n")
+    shutil.chown(data, "postgres")
+    shutil.chown(root / "pw", "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, bindir / "initdb", "-D", data, "-U", "tf", "--auth=scram-sha-256",
+                    f"--pwfile={root / 'pw'}"], check=True, capture_output=True)
+    subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-w", "-l", data / "log", "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    yield port
+    subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_wrong_password_is_not_echoed(password_postgres, tmp_path):
+    url = f"postgresql://tf:wrong-password-xyz@127.0.0.1:{password_postgres}/postgres"
+    result = tunefleet("studies", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "password authentication failed", "tf:***@")
+    assert "wrong-password-xyz" not in result.stderr + result.stdout
+    right = tunefleet("studies", "--storage", url.replace("wrong-password-xyz", "right-password"), cwd=tmp_path)
+    assert right.returncode == 0 and "no studies" in right.stdout, right.stderr

@@ -1,0 +1,80 @@
+"""A user's whole path: study create, two worker processes, status and best, on
+the real PostgreSQL and on the embedded default storage."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from conftest import start_tunefleet, tunefleet
+
+from search import attrs
+from search.spec import StudySpec
+from spaces.space import build_space
+from storage import open_storage
+
+N_TRIALS = 6
+
+
+def _run_study(tiny, storage_args, cwd):
+    model, dataset = tiny
+    created = tunefleet("study", "create", "e2e", "--model", model, "--dataset", dataset, "--method", "lora",
+                        "--n-trials", N_TRIALS, "--max-steps", 12, "--eval-steps", 3, "--seq-len", 64,
+                        *storage_args, cwd=cwd)
+    assert created.returncode == 0, created.stderr
+    assert "1 starting config(s) queued" in created.stdout
+    workers = [start_tunefleet("worker", "e2e", "--threads", 1, *storage_args, cwd=cwd) for _ in range(2)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    assert all("study budget spent" in log for log in logs), logs
+
+
+def _check_study(url, tiny, cwd):
+    storage = open_storage(url)
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert len(trials) == N_TRIALS, "the budget is exact across workers"
+    assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}, states
+    # The seed's starting config was queued first and trained first.
+    assert trials[0].user_attrs[attrs.SOURCE] == "seed starting config"
+    assert trials[0].params["learning_rate"] == 2e-4
+    for t in trials:
+        assert set(t.user_attrs[attrs.WORKER]) >= {"host", "pid", "claimed_at"}
+        assert t.intermediate_values, f"trial {t.number} reported no eval loss"
+        if t.state == optuna.trial.TrialState.PRUNED:
+            reason = t.user_attrs[attrs.PRUNE]
+            assert reason["detector"] and reason["step"] in t.intermediate_values and reason["evidence"]
+        else:
+            assert t.value == t.intermediate_values[12], "the final value is the last eval loss"
+    assert len({t.user_attrs[attrs.WORKER]["pid"] for t in trials}) == 2, "both workers trained trials"
+
+    best = tunefleet("best", "e2e", "--json", *(["--storage", url] if url else []), cwd=cwd)
+    assert best.returncode == 0, best.stderr
+    report = json.loads(best.stdout)
+    spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
+    space = build_space(spec.method, spec.n_examples)
+    assert set(report["params"]) == set(space)
+    for name, value in report["params"].items():
+        assert space[name].contains(value), (name, value)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert report["value"] == min(t.value for t in complete)
+    args = report["training_arguments"]
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == report["params"]["batch_size"]
+    assert report["peft_config"]["r"] == report["params"]["lora_r"]
+
+    status = tunefleet("status", "e2e", "--json", *(["--storage", url] if url else []), cwd=cwd)
+    counts = json.loads(status.stdout)["counts"]
+    assert counts["COMPLETE"] + counts["PRUNED"] == N_TRIALS and counts["RUNNING"] == 0
+
+
+def test_study_on_postgresql(tiny, pg_url, tmp_path):
+    _run_study(tiny, ["--storage", pg_url], tmp_path)
+    _check_study(pg_url, tiny, tmp_path)
+
+
+def test_study_on_embedded_default(tiny, tmp_path):
+    _run_study(tiny, [], tmp_path)  # no --storage, no $TUNEFLEET_STORAGE
+    assert (tmp_path / ".tunefleet" / "journal.log").is_file()
+    _check_study(f"journal:{tmp_path / '.tunefleet' / 'journal.log'}", tiny, tmp_path)
