@@ -34,6 +34,7 @@ def _line(trial) -> str:
 
 def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | None) -> int:
     started = time.time()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here; nothing is fetched
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"building the tiny model and dataset under {cache} (once)...", flush=True)
     from workers.tiny import build_assets

@@ -38,10 +38,10 @@ def journal_path(url: str) -> Path | None:
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)  # to the last @: passwords may hold one
 
 
 def scrub(text: str, url: str) -> str:
     """Text with the URL's password, wherever it appears, replaced by ***."""
-    m = re.search(r"://[^:/@]*:([^@]*)@", url)
+    m = re.search(r"://[^:/@]*:(.*)@", url)
     return text.replace(m.group(1), "***") if m and m.group(1) else text

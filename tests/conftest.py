@@ -11,6 +11,7 @@ import uuid
 import psycopg2
 import pytest
 
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a model hub
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 IN_CI = os.environ.get("CI") == "true"
 

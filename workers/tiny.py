@@ -20,14 +20,18 @@ _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "e
 
 def stdlib_texts() -> tuple[list[str], list[dict]]:
     """(module and class docstrings, function {prompt, completion} pairs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated modules still have good docstrings
+        return _docstrings()
+
+
+def _docstrings() -> tuple[list[str], list[dict]]:
     prose, pairs = [], []
     for name in sorted(sys.stdlib_module_names):
         if name.startswith("_") or name in _SKIP:
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # deprecated modules still have good docstrings
-                module = importlib.import_module(name)
+            module = importlib.import_module(name)
         except Exception:  # platform-specific modules
             continue
         for obj_name, obj in sorted(vars(module).items()):

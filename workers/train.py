@@ -48,7 +48,7 @@ def build_trainer(spec: StudySpec, params: dict, data: TrialData, callback) -> T
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="tunefleet-"), disable_tqdm=True, log_level="error",
         # The divergence detector must see a nan, not the Trainer's stand-in for it.
-        logging_nan_inf_filter=False, **kwargs,
+        logging_nan_inf_filter=False, dataloader_pin_memory=torch.cuda.is_available(), **kwargs,
     )
     trainer = Trainer(model=build_model(spec, params), args=args, train_dataset=data.train,
                       eval_dataset=data.eval, data_collator=data.collator,

@@ -45,8 +45,8 @@ def say(message: str) -> None:
     print(f"[worker {socket.gethostname()}:{os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
-def claim(study: optuna.Study, storage, url, space) -> tuple[optuna.Trial, dict] | None:
-    """The next trial and its params, or None once the study's budget is spent."""
+def claim(study: optuna.Study, storage, url) -> optuna.Trial | None:
+    """The next trial, or None once the study's budget is spent."""
     with claim_lock(storage, url, study.study_name):
         # Re-read: `study create --resume` may have raised the budget meanwhile.
         n_trials = study.user_attrs[attrs.SPEC]["n_trials"]
@@ -54,7 +54,7 @@ def claim(study: optuna.Study, storage, url, space) -> tuple[optuna.Trial, dict]
             return None
         trial = study.ask()
     trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time()})
-    return trial, suggest(trial, space)
+    return trial
 
 
 def train(trial, params, spec, data, stop):
@@ -112,13 +112,13 @@ def run(study_name: str, url: str | None = None, threads: int | None = None) -> 
     space = space_of(spec)
     failures = 0
     while not stop():
-        claimed = claim(study, storage, url, space)
-        if claimed is None:
+        trial = claim(study, storage, url)
+        if trial is None:
             say("study budget spent; exiting")
             break
-        trial, params = claimed
         started = time.time()
         try:
+            params = suggest(trial, space)
             final, callback = train(trial, params, spec, data, stop)
             outcome = report(study, trial, params, final, callback)
             failures = 0

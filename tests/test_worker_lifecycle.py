@@ -1,0 +1,61 @@
+"""A worker's trial ends cleanly on SIGTERM and SIGINT, and a diverging trial is
+pruned by the divergence detector during real training."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optuna
+import pytest
+from conftest import start_tunefleet, tunefleet
+
+from search import attrs
+from search.study import load
+from storage import open_storage
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
+    model, dataset = tiny
+    created = tunefleet("study", "create", "long", "--model", model, "--dataset", dataset, "--method", "lora",
+                        "--n-trials", 3, "--max-steps", 5000, "--eval-steps", 1000, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    worker = start_tunefleet("worker", "long", "--threads", 1, cwd=tmp_path)
+    storage = open_storage(f"journal:{tmp_path / '.tunefleet' / 'journal.log'}")
+    study = optuna.load_study(study_name="long", storage=storage)
+    deadline = time.time() + 120
+    while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        assert time.time() < deadline and worker.poll() is None, "the worker never started a trial"
+        time.sleep(0.5)
+    time.sleep(2)  # inside training steps
+    worker.send_signal(signum)
+    log = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 0, log
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING], "no trial left RUNNING"
+    interrupted = trials[0]
+    assert interrupted.state == optuna.trial.TrialState.FAIL
+    retry = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(retry) == 1 and retry[0].user_attrs[attrs.SOURCE] == "retry of interrupted trial 0"
+    assert "interrupted" in log
+
+
+def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):
+    model, dataset = tiny
+    url = f"journal:{tmp_path / 'j.log'}"
+    assert tunefleet("study", "create", "hot", "--model", model, "--dataset", dataset, "--method", "full",
+                     "--n-trials", 2, "--max-steps", 40, "--eval-steps", 10, "--storage", url,
+                     cwd=tmp_path).returncode == 0
+    study, _ = load(open_storage(url), "hot")
+    # A learning rate far outside any sane space (queued by hand) makes full fine-tuning blow up.
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
+    study.enqueue_trial({**waiting.params, "learning_rate": 3.0}, skip_if_exists=False)
+    result = tunefleet("worker", "hot", "--threads", 1, "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    seed, trial = study.get_trials()
+    assert seed.state == optuna.trial.TrialState.COMPLETE and trial.params["learning_rate"] == 3.0
+    assert trial.state == optuna.trial.TrialState.PRUNED, result.stderr
+    reason = trial.user_attrs[attrs.PRUNE]
+    assert reason["detector"] == "divergence" and reason["step"] < 40
+    assert reason["evidence"]["rule"]
