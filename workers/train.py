@@ -34,12 +34,26 @@ def build_model(spec: StudySpec, params: dict):
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization, bnb_4bit_compute_dtype=dtype)
         kwargs["dtype"] = dtype
     model = AutoModelForCausalLM.from_pretrained(spec.model, **kwargs)
+    if quantization:
+        _keep_4bit_weights_differentiable(model)
     config = export.peft_config(params, spec.method)
     if config is None:
         return model
     if quantization:
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return peft.get_peft_model(model, peft.get_peft_config(config))
+
+
+def _keep_4bit_weights_differentiable(model) -> None:
+    """bitsandbytes repacks 4-bit weights for a fast CPU kernel at the first
+    no-grad forward (our evaluation) and keeps them so; that kernel has no
+    backward, so every later training step would lose the gradient through the
+    frozen base. Turning the repacking off keeps QLoRA exact on CPU."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def build_trainer(spec: StudySpec, params: dict, data: TrialData, callback) -> Trainer:
