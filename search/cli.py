@@ -103,6 +103,7 @@ def worker(name, threads, storage_url):
 @json_option
 def status(name, storage_url, as_json):
     """Trial counts by state, the best so far, running trials and prune reasons."""
+    from search.report import describe_prune
     from search.report import status as build
 
     report = build(*_load(storage_url, name))
@@ -118,8 +119,7 @@ def status(name, storage_url, as_json):
         click.echo(f"running: trial {r['number']} on {r['host']} pid {r['pid']} for {r['running_s']} s, "
                    f"step {r['last_step']}, eval loss {_short(r['last_value'])}")
     for p in report["pruned"]:
-        click.echo(f"pruned: trial {p['number']} by {p['detector']} at step {p.get('step')}: "
-                   f"{p.get('evidence', {}).get('rule', '')}")
+        click.echo(f"pruned: trial {p['number']} {describe_prune(p)}")
 
 
 def _short(value):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from search import attrs
 from search.report import best as best_report
+from search.report import describe_prune
 from search.study import create, load, spec_from_inputs
 from storage import open_storage, redact, resolve_url
 
@@ -26,10 +27,23 @@ def _line(trial) -> str:
     if trial.state == TrialState.COMPLETE:
         return f"trial {trial.number:>2} complete  eval loss {trial.value:.4f}  lr={trial.params['learning_rate']:.2e} batch={trial.params['batch_size']}"
     if trial.state == TrialState.PRUNED:
-        v = trial.user_attrs.get(attrs.PRUNE, {})
-        rule = v.get("evidence", {}).get("rule", "")
-        return f"trial {trial.number:>2} pruned    by {v.get('detector')} at step {v.get('step')}: {rule}"
+        return f"trial {trial.number:>2} pruned    {describe_prune(trial.user_attrs.get(attrs.PRUNE, {}))}"
     return f"trial {trial.number:>2} {trial.state.name.lower()}  {trial.user_attrs.get(attrs.ERROR, '')}"
+
+
+def _follow(study, workers, started: float) -> list:
+    """Print each trial as it ends, until every worker has exited; all trials."""
+    shown: set[int] = set()
+    while True:
+        alive = any(w.poll() is None for w in workers)
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state.is_finished() and t.number not in shown:
+                shown.add(t.number)
+                print(f"[{time.time() - started:5.0f}s] {_line(t)}", flush=True)
+        if not alive:
+            return trials
+        time.sleep(1)
 
 
 def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | None) -> int:
@@ -53,25 +67,18 @@ def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | N
     logs = [open(cache / f"{name}-worker{i}.log", "w") for i in range(n_workers)]
     workers = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", name, "--threads", str(threads)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
-    shown: set[int] = set()
+    study, _ = load(storage, name)
     try:
-        while True:
-            alive = any(w.poll() is None for w in workers)
-            study, _ = load(storage, name)
-            trials = study.get_trials(deepcopy=False)
-            for t in trials:
-                if t.state.is_finished() and t.number not in shown:
-                    shown.add(t.number)
-                    print(f"[{time.time() - started:5.0f}s] {_line(t)}", flush=True)
-            if not alive:
-                break
-            time.sleep(1)
+        trials = _follow(study, workers, started)
     except KeyboardInterrupt:
-        print("stopping the workers (each ends its trial cleanly)...", flush=True)
+        print("stopping the workers: each ends its trial cleanly and queues it again...", flush=True)
         for w in workers:
             w.wait()
-    for log in logs:
-        log.close()
+        print(f"stopped; continue with: tunefleet worker {name}")
+        return 130
+    finally:
+        for log in logs:
+            log.close()
     if any(w.returncode for w in workers):
         print(f"a worker failed; see its log under {cache}", file=sys.stderr)
         return 1

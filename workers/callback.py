@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 
+from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from search.spec import StudySpec
@@ -44,9 +46,18 @@ class PruningCallback(TrainerCallback):
             return
         self._end(self.plateau.update(step, loss), control)
         if self.verdict is None and self.trial.should_prune():
-            self._end(Verdict(f"pruner:{type(self.trial.study.pruner).__name__}", step,
-                              {"rule": "eval loss worse than the pruner's threshold at this step", "loss": loss}),
-                      control)
+            self._end(self._pruner_verdict(step), control)
+
+    def _pruner_verdict(self, step: int) -> Verdict:
+        """The pruner's verdict with the numbers it judged (as MedianPruner computes them)."""
+        study = self.trial.study
+        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if step in t.intermediate_values]
+        evidence = {"rule": "best eval loss so far above the median of complete trials at this step",
+                    "best_loss": min(self.eval_losses.values()), "complete_trials": len(others)}
+        if others:
+            evidence["median"] = statistics.median(others)
+        return Verdict(f"pruner:{type(study.pruner).__name__}", step, evidence)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.should_stop():

@@ -73,6 +73,7 @@ def train(trial, params, spec, data, stop):
 
 def report(study, trial, params, final, callback) -> str:
     if callback.interrupted:
+        trial.set_user_attr(attrs.ERROR, "interrupted by a signal; its params were queued again")
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(params, user_attrs={attrs.SOURCE: f"retry of interrupted trial {trial.number}"})
         return "interrupted; its params are queued again"
