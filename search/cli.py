@@ -60,22 +60,29 @@ def study():
 @click.option("--eval-steps", default=0, help="Evaluate every N steps (default max-steps // 10).")
 @click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
 @click.option("--max-micro-batch", default=8, show_default=True, help="Largest per-device micro-batch.")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe or random.")
-@click.option("--pruner", default="median", show_default=True, help="median or none.")
+@click.option("--sampler", default="prior", show_default=True,
+              help="prior (the documents' priors, then TPE steered by them), tpe, random or gp.")
+@click.option("--pruner", default="default", show_default=True, help="default, median, hyperband or none.")
+@click.option("--space", "space_file", type=click.Path(), help="YAML that narrows, widens or fixes hyperparameters.")
+@click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
+@click.option("--dataset-size", type=int, help="Examples, for the batch-size tier (default: counted).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/eval split and training.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code.")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
 def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, seq_len, max_micro_batch,
-                 sampler, pruner, seed, trust_remote_code, resume, storage_url, as_json):
+                 sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, resume,
+                 storage_url, as_json):
     """Validate the inputs, store the study spec and queue the seeds' starting configs."""
     from search.study import create, spec_from_inputs
+    from spaces.overrides import read_space_file
 
     spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method,
                             n_trials=n_trials, max_steps=max_steps, eval_steps=eval_steps, seq_len=seq_len,
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
+                            n_examples=dataset_size, space_overrides=read_space_file(space_file))
     created = create(_open(storage_url), name, spec, resume=resume)
     queued = sum(t.state.name == "WAITING" for t in created.get_trials(deepcopy=False))
     if as_json:

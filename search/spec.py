@@ -8,9 +8,10 @@ from typing import Any
 
 from spaces.errors import InputError
 from spaces.priors import METHODS
+from spaces.space import build_space
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "none")
+SAMPLERS = ("prior", "tpe", "random", "gp")
+PRUNERS = ("default", "median", "hyperband", "none")
 
 
 @dataclass
@@ -47,7 +48,13 @@ class StudySpec:
     method: str
     """One of full, lora, qlora, prefix."""
     n_examples: int
-    """Examples in the dataset (sets the batch-size tier)."""
+    """Examples in the dataset (sets the batch-size tier); counted from the file unless overridden."""
+    n_params: int = 0
+    """Parameters of the model (sets the learning-rate class); counted from the weights unless overridden."""
+    space_overrides: dict = field(default_factory=dict)
+    """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
+    queue_starting_configs: bool = True
+    """Queue the seed documents' starting configs as the first trials."""
     n_trials: int = 20
     """Trials the study runs (complete or pruned), over all workers."""
     max_steps: int = 100
@@ -62,8 +69,10 @@ class StudySpec:
     """...at most this many examples."""
     max_micro_batch: int = 8
     """Largest per-device micro-batch; the effective batch is reached by accumulation."""
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: str = "prior"
+    """prior (the documents' priors, then TPE with their weight decaying), tpe, random or gp."""
+    pruner: str = "default"
+    """default (median with the detectors), median, hyperband or none."""
     seed: int = 0
     trust_remote_code: bool = False
     detectors: Detectors = field(default_factory=Detectors)
@@ -75,6 +84,7 @@ class StudySpec:
         _require(self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}' (choose from {', '.join(SAMPLERS)})")
         _require(self.pruner in PRUNERS, f"unknown pruner '{self.pruner}' (choose from {', '.join(PRUNERS)})")
         _require(self.n_examples >= 2, "the dataset needs at least 2 examples (one to train, one to evaluate)")
+        _require(self.n_params >= 0, "n_params must not be negative")
         _require(self.n_trials >= 1, "n_trials must be at least 1")
         _require(self.max_steps >= 1, "max_steps must be at least 1")
         if self.eval_steps == 0:
@@ -84,6 +94,8 @@ class StudySpec:
         _require(0 < self.eval_fraction < 1, "eval_fraction must lie strictly between 0 and 1")
         _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")
         _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
+        _require(isinstance(self.space_overrides, dict), "space overrides must be a mapping")
+        build_space(self.method, self.n_params, self.n_examples, self.space_overrides)  # raises on a bad override
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

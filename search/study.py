@@ -11,32 +11,43 @@ from spaces.space import build_space, starting_configs
 
 
 def space_of(spec: StudySpec):
-    return build_space(spec.method, spec.n_examples)
+    return build_space(spec.method, spec.n_params, spec.n_examples, spec.space_overrides)
 
 
-def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. Workers pass no seed: sharing one, they would propose the same points."""
+    if spec.sampler == "prior":
+        from search.prior_sampler import PriorGuidedSampler
+
+        return PriorGuidedSampler(space_of(spec), seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler()
-    # No fixed seed: workers sharing one would propose the same points.
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=4)
     # constant_liar keeps parallel workers from piling onto one region.
-    return optuna.samplers.TPESampler(multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=spec.eval_steps, max_resource=spec.max_steps)
     # Not at the first evaluation: every curve drops steeply at the start.
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.eval_steps + 1)
 
 
 def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudySpec:
-    """A validated spec: the model loads, every dataset line parses, every option is in range."""
+    """A validated spec: the model loads, every dataset line parses, every option
+    is in range. Model and dataset sizes are counted unless options give them."""
     from spaces.dataset import read_dataset
-    from spaces.model import read_model_config
+    from spaces.model import parameter_count
 
-    read_model_config(model)
+    n_params = options.pop("n_params", None) or parameter_count(model)[0]
     _, records = read_dataset(dataset)
-    spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=len(records), **options)
+    n_examples = options.pop("n_examples", None) or len(records)
+    spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=n_examples, n_params=n_params,
+                     **options)
     from workers.inputs import check_model_loads  # imports transformers: only once the cheap checks pass
 
     check_model_loads(model, spec.trust_remote_code)
@@ -62,13 +73,15 @@ def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.
         sampler=build_sampler(spec), pruner=build_pruner(spec),
     )
     study.set_user_attr(attrs.SPEC, spec.to_dict())
-    for config in starting_configs(spec.method, space_of(spec))[: spec.n_trials]:
+    configs = starting_configs(spec.method, space_of(spec)) if spec.queue_starting_configs else []
+    for config in configs[: spec.n_trials]:
         study.enqueue_trial(config, user_attrs={attrs.SOURCE: "seed starting config"})
     return study
 
 
-def load(storage, name: str) -> tuple[optuna.Study, StudySpec]:
-    """The study and its spec, with the sampler and pruner the spec names."""
+def load(storage, name: str, seed: int | None = None) -> tuple[optuna.Study, StudySpec]:
+    """The study and its spec, with the sampler and pruner the spec names
+    (seeded only for single-process runs such as the benchmarks)."""
     try:
         study_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     except KeyError:
@@ -77,5 +90,5 @@ def load(storage, name: str) -> tuple[optuna.Study, StudySpec]:
         raise InputError(f"study '{name}' was not created by tunefleet (it has no study spec)")
     spec = StudySpec.from_dict(study_attrs[attrs.SPEC])
     study = optuna.load_study(study_name=name, storage=storage,
-                              sampler=build_sampler(spec), pruner=build_pruner(spec))
+                              sampler=build_sampler(spec, seed), pruner=build_pruner(spec))
     return study, spec

@@ -1,41 +1,94 @@
-"""The seed documents' numbers, encoded once.
+"""The seed documents' numbers, encoded once, with their reconciliation.
 
 Sources: 000 = "Hyperparameter Tuning for LLM Fine-Tuning" (reference),
-002 = "Hyperparameter Tuning Skill". Where they disagree, the choice is noted.
+002 = "Hyperparameter Tuning Skill". Where they disagree the choice is made
+here and explained in docs/priors.md; tests check every value below against
+that table.
+
+Each searched hyperparameter has a range, a prior centre and a confidence in
+[0, 1]: how sure the documents are of the centre (1: sure, 0: no idea). The
+prior-guided sampler turns centre and confidence into a prior density.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 METHODS = ("full", "lora", "qlora", "prefix")
 
-# 000, "Guidelines by Fine-Tuning Method": (low, high, starting point).
-# 002's full-training rates (5e-4..5e-5) are pretraining scale; 000's range wins.
+# 002's model-size classes, by parameter count (upper bound exclusive).
+SIZE_CLASSES = (("small", 1e9), ("medium", 10e9), ("large", 30e9), ("xlarge", float("inf")))
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Range, centre and confidence of one hyperparameter (numeric or a set of choices)."""
+
+    low: float | None = None
+    high: float | None = None
+    centre: float | int | str | None = None
+    confidence: float = 0.5
+    log: bool = False
+    choices: tuple | None = None
+
+
+# Learning rate: (low, high, centre) by method and size class.
+# - full: 000's range 1e-6..5e-5 and start 2e-5 (a 7-8B model: "medium"); 002's
+#   full-training rates (5e-4..5e-5) are pretraining scale and rejected, but its
+#   trend by size is kept (x2.5 small, x0.5 large, x0.25 xlarge).
+# - lora: centre = 10x the full-FT centre where that agrees with QLoRA's
+#   published rates (2e-4 for 7B/13B, 1e-4 for 33B/65B); range = 000's
+#   1e-5..3e-4 joined with 002's 0.5x..2x of its LoRA rate by size.
+# - qlora: the QLoRA paper's rates as centre (000: "similar to LoRA"); range =
+#   000's 1e-5..2e-4 joined with 002's QLoRA 2e-4..5e-4 and 2x the centre.
+# - prefix: 000 alone (1e-4..1e-2, start 3e-4); no size trend is documented.
 LEARNING_RATE = {
-    "full": (1e-6, 5e-5, 2e-5),
-    "lora": (1e-5, 3e-4, 2e-4),
-    "qlora": (1e-5, 2e-4, 1e-4),
-    "prefix": (1e-4, 1e-2, 3e-4),
+    "full": {"small": (1e-6, 1.5e-4, 5e-5), "medium": (1e-6, 5e-5, 2e-5),
+             "large": (1e-6, 5e-5, 1e-5), "xlarge": (1e-6, 5e-5, 5e-6)},
+    "lora": {"small": (1e-5, 2e-3, 5e-4), "medium": (1e-5, 1e-3, 2e-4),
+             "large": (1e-5, 4e-4, 2e-4), "xlarge": (1e-5, 3e-4, 1e-4)},
+    "qlora": {"small": (1e-5, 1e-3, 5e-4), "medium": (1e-5, 5e-4, 2e-4),
+              "large": (1e-5, 5e-4, 2e-4), "xlarge": (1e-5, 5e-4, 1e-4)},
+    "prefix": {size: (1e-4, 1e-2, 3e-4) for size, _ in SIZE_CLASSES},
 }
+LEARNING_RATE_CONFIDENCE = 0.6
 
 # 000, "Batch Size Guidelines": (dataset size upper bound, (low, high)) of the
-# effective batch size.
+# effective batch; the prior centre is the tier's low end (000's three starting
+# configs all use 16), searched from half the low end to twice the high end.
 BATCH_TIERS = (
     (1_000, (8, 16)),
     (10_000, (16, 32)),
     (100_000, (32, 64)),
     (float("inf"), (64, 128)),
 )
+BATCH_CONFIDENCE = 0.4
+
+# 000's starting configs: epochs by dataset size (5 below 1k, 3 to 10k, 2 above).
+EPOCH_TIERS = ((1_000, 5), (10_000, 3), (float("inf"), 2))
 
 # 002 calls cosine "decay with warm restarts"; that is cosine_with_restarts,
 # which neither document recommends for short fine-tuning runs.
-SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
-WARMUP_RATIO = (0.0, 0.1)  # 000: 0.03 and 0.1; 002: 0.05 to 0.1
-WEIGHT_DECAY = (0.0, 0.1)  # 002: 0.001 less, 0.01 standard, 0.1 more
-MAX_GRAD_NORM = (0.3, 0.5, 1.0)  # 1.0 standard (both); 0.3 for QLoRA (000, QLoRA paper)
-LORA_RANK = (4, 8, 16, 32, 64)
-LORA_ALPHA_RATIO = (1, 2, 4)  # alpha / r; 000's default is r=16, alpha=32
-LORA_DROPOUT = (0.0, 0.1)  # 000 default 0.05
-PREFIX_TOKENS = (10, 20, 30)
+SCHEDULER = Prior(choices=("cosine", "linear", "constant_with_warmup"), centre="cosine", confidence=0.4)
+# 000: 0.03 (LoRA, full) and 0.1 (QLoRA, small data); 002: 0.05 to 0.1 with a
+# 100-step floor that its own 10% cap defeats on short runs: no floor here.
+WARMUP_RATIO = Prior(0.0, 0.1, centre=0.03, confidence=0.4)
+WEIGHT_DECAY = Prior(0.0, 0.1, centre=0.01, confidence=0.5)  # 002: 0.001 less, 0.01 standard, 0.1 more
+# 1.0 in both documents; 0.3 for QLoRA (000's QLoRA config, the QLoRA paper).
+MAX_GRAD_NORM = Prior(choices=(0.3, 0.5, 1.0), centre=1.0, confidence=0.5)
+MAX_GRAD_NORM_QLORA = Prior(choices=(0.3, 0.5, 1.0), centre=0.3, confidence=0.5)
+LORA_RANK = Prior(choices=(4, 8, 16, 32, 64), centre=16, confidence=0.4)  # 000's default r=16
+LORA_ALPHA_RATIO = Prior(choices=(1, 2, 4), centre=2, confidence=0.5)  # 000's alpha=32 for r=16
+LORA_DROPOUT = Prior(0.0, 0.1, centre=0.05, confidence=0.4)  # 000's default
+PREFIX_TOKENS = Prior(choices=(10, 20, 30), centre=20, confidence=0.3)  # peft's default
+
+# 002's early stopping: 3 evaluations without improvement. Its threshold 0.001
+# is absolute; the plateau detector uses a relative one instead (any loss scale).
+EARLY_STOPPING = {"patience": 3, "threshold": 0.001}
+# Overfitting: 000 flags eval > 1.5 x train, 002 flags eval - train > 0.1.
+# Both must hold: the ratio keeps the absolute rule from firing at a high loss
+# (3.00 vs 3.11), the gap keeps the ratio from firing near zero (0.01 vs 0.02).
+OVERFITTING = {"ratio": 1.5, "gap": 0.1}
 
 # 000, "Recommended Starting Configurations", plus its FineTuningConfig defaults
 # for what the quick reference leaves out (LoRA rank, alpha, dropout). Prefix
@@ -62,9 +115,26 @@ STARTING_CONFIGS = {
 }
 
 
+def _tier(table, n_examples: int):
+    for bound, value in table:
+        if n_examples < bound:
+            return value
+    raise AssertionError("the last tier is unbounded")
+
+
 def batch_tier(n_examples: int) -> tuple[int, int]:
     """The documented effective-batch range for a dataset of n_examples."""
-    for bound, tier in BATCH_TIERS:
-        if n_examples < bound:
-            return tier
-    raise AssertionError("the last tier is unbounded")
+    return _tier(BATCH_TIERS, n_examples)
+
+
+def epochs(n_examples: int) -> int:
+    return _tier(EPOCH_TIERS, n_examples)
+
+
+def size_class(n_params: float) -> str:
+    return _tier([(bound, name) for name, bound in SIZE_CLASSES], n_params)
+
+
+def learning_rate(method: str, n_params: float) -> Prior:
+    low, high, centre = LEARNING_RATE[method][size_class(n_params)]
+    return Prior(low, high, centre=centre, confidence=LEARNING_RATE_CONFIDENCE, log=True)

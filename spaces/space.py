@@ -1,22 +1,27 @@
-"""The search space of one study: a function of (method, dataset size)."""
+"""The search space of one study: a function of (method, model size, dataset size, overrides)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 from spaces import priors
+from spaces.errors import InputError
 
 
 @dataclass(frozen=True)
 class Param:
-    """One searched hyperparameter: a numeric range or a set of choices."""
+    """One searched hyperparameter: a numeric range or a set of choices, with
+    the prior's centre and confidence (see spaces/priors.py)."""
 
     name: str
     low: float | None = None
     high: float | None = None
     log: bool = False
     choices: tuple | None = None
+    centre: Any = None
+    confidence: float = 0.5
 
     def contains(self, value: Any) -> bool:
         if self.choices is not None:
@@ -28,6 +33,8 @@ class Param:
         if self.choices is not None:
             if value in self.choices:
                 return value
+            if isinstance(value, str):
+                return self.centre
             return min(self.choices, key=lambda c: abs(c - value))
         return min(max(value, self.low), self.high)
 
@@ -37,35 +44,113 @@ class Param:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
+def _param(name: str, prior: priors.Prior) -> Param:
+    return Param(name, prior.low, prior.high, prior.log, prior.choices, prior.centre, prior.confidence)
+
+
 def batch_choices(n_examples: int) -> tuple[int, ...]:
     """The documented tier, widened by a factor two on each side."""
     low, high = priors.batch_tier(n_examples)
-    choices, b = [], low // 2
-    while b <= high * 2:
-        choices.append(b)
-        b *= 2
-    return tuple(choices)
+    return tuple(2 ** k for k in range(int(math.log2(low // 2)), int(math.log2(high * 2)) + 1))
 
 
-def build_space(method: str, n_examples: int) -> dict[str, Param]:
-    lr_low, lr_high, _ = priors.LEARNING_RATE[method]
+def prior_space(method: str, n_params: float, n_examples: int) -> dict[str, Param]:
+    """The space the documents recommend, before any user override."""
+    low, _ = priors.batch_tier(n_examples)
     params = [
-        Param("learning_rate", lr_low, lr_high, log=True),
-        Param("batch_size", choices=batch_choices(n_examples)),
-        Param("lr_scheduler_type", choices=priors.SCHEDULERS),
-        Param("warmup_ratio", *priors.WARMUP_RATIO),
-        Param("weight_decay", *priors.WEIGHT_DECAY),
-        Param("max_grad_norm", choices=priors.MAX_GRAD_NORM),
+        _param("learning_rate", priors.learning_rate(method, n_params)),
+        Param("batch_size", choices=batch_choices(n_examples), centre=low, confidence=priors.BATCH_CONFIDENCE),
+        _param("lr_scheduler_type", priors.SCHEDULER),
+        _param("warmup_ratio", priors.WARMUP_RATIO),
+        _param("weight_decay", priors.WEIGHT_DECAY),
+        _param("max_grad_norm", priors.MAX_GRAD_NORM_QLORA if method == "qlora" else priors.MAX_GRAD_NORM),
     ]
     if method in ("lora", "qlora"):
-        params += [
-            Param("lora_r", choices=priors.LORA_RANK),
-            Param("lora_alpha_ratio", choices=priors.LORA_ALPHA_RATIO),
-            Param("lora_dropout", *priors.LORA_DROPOUT),
-        ]
+        params += [_param("lora_r", priors.LORA_RANK), _param("lora_alpha_ratio", priors.LORA_ALPHA_RATIO),
+                   _param("lora_dropout", priors.LORA_DROPOUT)]
     if method == "prefix":
-        params.append(Param("num_virtual_tokens", choices=priors.PREFIX_TOKENS))
+        params.append(_param("num_virtual_tokens", priors.PREFIX_TOKENS))
     return {p.name: p for p in params}
+
+
+# What each hyperparameter may be at all, whatever the documents say: an
+# override outside these bounds is an error, not a wider search.
+LIMITS = {
+    "learning_rate": (0.0, 1.0), "warmup_ratio": (0.0, 0.5), "weight_decay": (0.0, 1.0),
+    "max_grad_norm": (0.0, 1e6), "lora_dropout": (0.0, 0.9), "batch_size": (1, 65536),
+    "lora_r": (1, 4096), "lora_alpha_ratio": (0.0625, 64), "num_virtual_tokens": (1, 1024),
+}
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
+OVERRIDE_KEYS = {"low", "high", "centre", "confidence", "choices", "value", "log"}
+
+
+def _check_value(name: str, value: Any) -> None:
+    if name == "lr_scheduler_type":
+        if value not in SCHEDULERS:
+            raise InputError(f"space: {name}: unknown scheduler '{value}'")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"space: {name}: {value!r} is not a number")
+    low, high = LIMITS[name]
+    if not (low < value <= high if name in ("learning_rate", "max_grad_norm") else low <= value <= high):
+        raise InputError(f"space: {name}: {value} is outside what it can be ({low}..{high})")
+    if name in ("batch_size", "lora_r", "num_virtual_tokens") and value != int(value):
+        raise InputError(f"space: {name}: {value} must be a whole number")
+
+
+def _override(param: Param, spec: Any) -> Param:
+    name = param.name
+    if not isinstance(spec, dict):
+        spec = {"value": spec}
+    unknown = sorted(set(spec) - OVERRIDE_KEYS)
+    if unknown:
+        raise InputError(f"space: {name}: unknown field '{unknown[0]}' (use {', '.join(sorted(OVERRIDE_KEYS))})")
+    if "confidence" in spec and not (isinstance(spec["confidence"], (int, float)) and 0 <= spec["confidence"] <= 1):
+        raise InputError(f"space: {name}: confidence must lie in [0, 1]")
+    if "value" in spec:  # fixed: a single choice
+        _check_value(name, spec["value"])
+        return replace(param, low=None, high=None, log=False, choices=(spec["value"],), centre=spec["value"])
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise InputError(f"space: {name}: choices must be a non-empty list")
+        for c in choices:
+            _check_value(name, c)
+        param = replace(param, low=None, high=None, log=False, choices=tuple(choices),
+                        centre=param.centre if param.centre in choices else choices[0])
+    elif "low" in spec or "high" in spec:
+        if param.choices is not None:
+            raise InputError(f"space: {name}: takes 'choices' or 'value', not a range")
+        low, high = spec.get("low", param.low), spec.get("high", param.high)
+        _check_value(name, low)
+        _check_value(name, high)
+        if not low < high:
+            raise InputError(f"space: {name}: empty range ({low}..{high}); use 'value' to fix it")
+        param = replace(param, low=low, high=high, log=spec.get("log", param.log))
+        if param.log and low <= 0:
+            raise InputError(f"space: {name}: a log range must be positive")
+    if "centre" in spec:
+        _check_value(name, spec["centre"])
+        if not param.contains(spec["centre"]):
+            raise InputError(f"space: {name}: centre {spec['centre']} lies outside its range")
+        param = replace(param, centre=spec["centre"])
+    elif not param.contains(param.centre):
+        param = replace(param, centre=param.nearest(param.centre))
+    if "confidence" in spec:
+        param = replace(param, confidence=float(spec["confidence"]))
+    return param
+
+
+def build_space(method: str, n_params: float, n_examples: int, overrides: dict | None = None) -> dict[str, Param]:
+    """The prior space of the method, with the user's overrides applied and checked."""
+    space = prior_space(method, n_params, n_examples)
+    for name, spec in (overrides or {}).items():
+        if name not in space:
+            known = ", ".join(space)
+            raise InputError(f"space: unknown hyperparameter '{name}' for method {method} (known: {known})")
+        space[name] = _override(space[name], spec)
+    return space
 
 
 def suggest(trial, space: dict[str, Param]) -> dict[str, Any]:

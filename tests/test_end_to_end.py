@@ -11,7 +11,7 @@ from conftest import start_tunefleet, tunefleet
 
 from search import attrs
 from search.spec import StudySpec
-from spaces.space import build_space
+from search.study import space_of
 from storage import open_storage
 
 N_TRIALS = 6
@@ -54,7 +54,7 @@ def _check_study(url, tiny, cwd):
     assert best.returncode == 0, best.stderr
     report = json.loads(best.stdout)
     spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
-    space = build_space(spec.method, spec.n_examples)
+    space = space_of(spec)
     assert set(report["params"]) == set(space)
     for name, value in report["params"].items():
         assert space[name].contains(value), (name, value)

@@ -1,0 +1,134 @@
+"""Every value docs/priors.md publishes is what spaces/ returns; the space builder
+and its overrides; model size from the weights' headers."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from spaces import priors
+from spaces.errors import InputError
+from spaces.model import _config_counts, parameter_count
+from spaces.space import build_space, prior_space
+
+DOC = (Path(__file__).parent.parent / "docs" / "priors.md").read_text()
+
+
+def _table(heading: str) -> list[list[str]]:
+    section = DOC.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_learning_rate_table_is_the_code():
+    rows = _table("Learning rate by method and model size")
+    assert len(rows) == 16
+    for method, size, low, high, centre in rows:
+        assert priors.LEARNING_RATE[method][size] == (float(low), float(high), float(centre)), (method, size)
+    assert f"Confidence of the learning-rate prior: {priors.LEARNING_RATE_CONFIDENCE}" in DOC
+
+
+@pytest.mark.parametrize("n_params, size", [(1.1e8, "small"), (7e9, "medium"), (1.3e10, "large"), (7e10, "xlarge")])
+def test_size_classes(n_params, size):
+    assert priors.size_class(n_params) == size
+    lr = priors.learning_rate("lora", n_params)
+    assert (lr.low, lr.high, lr.centre) == priors.LEARNING_RATE["lora"][size] and lr.log
+
+
+def test_other_hyperparameters_table_is_the_code():
+    rows = {r[0]: r for r in _table("The other hyperparameters")}
+    space = prior_space("lora", 7e9, 5_000)
+    for name in ("lr_scheduler_type", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_r", "lora_dropout"):
+        _, values, centre, confidence, _ = rows[name]
+        p = space[name]
+        assert float(confidence) == p.confidence, name
+        assert centre.split(" ")[0] == str(p.centre), name
+        if p.choices:
+            assert [c.strip() for c in values.split(",")] == [str(c) for c in p.choices], name
+        else:
+            assert [float(v) for v in values.split("..")] == [p.low, p.high], name
+    assert space["batch_size"].centre == 16 and space["batch_size"].choices == (8, 16, 32, 64)
+    assert prior_space("qlora", 7e9, 500)["max_grad_norm"].centre == 0.3
+    assert rows["num_virtual_tokens (prefix)"][2] == str(prior_space("prefix", 7e9, 500)["num_virtual_tokens"].centre)
+
+
+def test_reconciliation_rules_are_encoded():
+    assert priors.OVERFITTING == {"ratio": 1.5, "gap": 0.1}
+    assert priors.EARLY_STOPPING["patience"] == 3
+    assert [priors.epochs(n) for n in (500, 5_000, 50_000)] == [5, 3, 2]
+    # LoRA centres about 10x full fine-tuning for 1-10B (the published rule of thumb).
+    assert priors.LEARNING_RATE["lora"]["medium"][2] == 10 * priors.LEARNING_RATE["full"]["medium"][2]
+    # QLoRA paper: 2e-4 for 7B and 13B, 1e-4 for 33B and 65B.
+    assert [priors.learning_rate("qlora", n).centre for n in (7e9, 1.3e10, 3.3e10, 6.5e10)] == [2e-4, 2e-4, 1e-4, 1e-4]
+    assert "cosine_with_restarts" not in priors.SCHEDULER.choices
+
+
+def test_space_depends_on_method_size_and_data():
+    small, big = build_space("full", 1e8, 500), build_space("full", 7e10, 500_000)
+    assert small["learning_rate"].centre == 5e-5 and big["learning_rate"].centre == 5e-6
+    assert small["batch_size"].choices == (4, 8, 16, 32) and big["batch_size"].choices == (32, 64, 128, 256)
+    assert "lora_r" not in small and "num_virtual_tokens" in build_space("prefix", 1e8, 500)
+
+
+def test_overrides_narrow_widen_and_fix():
+    space = build_space("lora", 7e9, 500, {
+        "learning_rate": {"low": 1e-6, "high": 1e-2, "centre": 1e-3, "confidence": 0.9},
+        "batch_size": {"choices": [8, 16]},
+        "lr_scheduler_type": "linear",
+        "lora_r": {"value": 8},
+    })
+    lr = space["learning_rate"]
+    assert (lr.low, lr.high, lr.centre, lr.confidence, lr.log) == (1e-6, 1e-2, 1e-3, 0.9, True)
+    assert space["batch_size"].choices == (8, 16) and space["batch_size"].centre == 8
+    assert space["lr_scheduler_type"].choices == ("linear",)
+    assert space["lora_r"].choices == (8,)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"learnin_rate": {"low": 1e-5}}, "learnin_rate"),
+    ({"lora_r": {"value": 8}}, "lora_r"),  # not a parameter of full fine-tuning
+    ({"learning_rate": {"low": 1e-3, "high": 1e-4}}, "learning_rate"),
+    ({"learning_rate": {"high": 3.0}}, "learning_rate"),
+    ({"weight_decay": {"low": 0.1, "high": 0.1}}, "weight_decay"),
+    ({"warmup_ratio": {"value": -0.1}}, "warmup_ratio"),
+    ({"batch_size": {"choices": []}}, "batch_size"),
+    ({"batch_size": {"low": 4, "high": 64}}, "batch_size"),
+    ({"lr_scheduler_type": "sawtooth"}, "lr_scheduler_type"),
+    ({"learning_rate": {"centre": 1.0}}, "learning_rate"),
+    ({"learning_rate": {"lo": 1e-5}}, "learning_rate"),
+])
+def test_bad_overrides_name_the_key(overrides, key):
+    with pytest.raises(InputError, match=re.escape(key)):
+        build_space("full", 7e9, 500, overrides)
+
+
+def _write_safetensors(path: Path, shapes: dict[str, list[int]]) -> None:
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4
+        for d in shape:
+            size *= d
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
+
+
+def test_parameter_count_from_headers_without_loading(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    _write_safetensors(tmp_path / "model-00001-of-00002.safetensors", {"model.embed_tokens.weight": [100, 8]})
+    _write_safetensors(tmp_path / "model-00002-of-00002.safetensors", {"model.layers.0.w": [8, 8], "lm_head.weight": [100, 8]})
+    assert parameter_count(tmp_path) == (1664, 1600)
+
+
+def test_parameter_count_of_llama_3_8b_from_its_config():
+    config = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
+              "tie_word_embeddings": False, "hidden_act": "silu"}
+    total, embeddings = _config_counts(config)
+    assert total == 8_030_261_248 and embeddings == 2 * 128256 * 4096
