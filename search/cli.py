@@ -94,6 +94,39 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
 
 
 @cli.command()
+@click.option("--model", required=True, type=click.Path(), help="Model directory (config and weights' headers are read).")
+@click.option("--method", required=True, help="full, lora, qlora or prefix.")
+@click.option("--dataset", required=True, type=click.Path(), help="JSONL dataset (its examples are counted).")
+@click.option("--gpu-memory", required=True, type=float, help="Memory of one GPU, in GB.")
+@click.option("--seq-len", default=2048, show_default=True, help="Tokens per example.")
+@click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True,
+              help="json/yaml: ready TrainingArguments, peft and quantization configs.")
+def suggest(model, method, dataset, gpu_memory, seq_len, model_params, fmt):
+    """Recommend one configuration from the priors, with its peak-memory estimate.
+
+    Exits 1 when the method does not fit the GPU (and says what does)."""
+    from search.suggest_view import render
+    from spaces.dataset import read_dataset
+    from spaces.model import dimensions, parameter_count, read_model_config
+    from spaces.priors import METHODS
+    from spaces.recommend import recommend
+
+    if method not in METHODS:
+        raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    if gpu_memory <= 0 or seq_len < 8:
+        raise InputError("--gpu-memory must be positive and --seq-len at least 8")
+    dims = dimensions(read_model_config(model))
+    n_params, n_embedding = parameter_count(model)
+    if model_params:
+        n_embedding, n_params = round(n_embedding * model_params / n_params), int(model_params)
+    _, records = read_dataset(dataset)
+    result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len)
+    click.echo(render(result, fmt))
+    sys.exit(0 if result["memory"]["fits"] else 1)
+
+
+@cli.command()
 @click.argument("name")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
 @storage_option

@@ -1,0 +1,56 @@
+"""`tunefleet suggest`: one configuration from the priors, sized to a GPU."""
+
+from __future__ import annotations
+
+import math
+
+from spaces import export, memory, priors
+from spaces.space import prior_space
+
+ALTERNATIVES = {"full": ("lora", "qlora"), "lora": ("qlora",), "prefix": ("qlora",), "qlora": ()}
+
+
+def _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params) -> dict:
+    kwargs = {"lora_r": params.get("lora_r", 16), "num_virtual_tokens": params.get("num_virtual_tokens", 20)}
+    micro = memory.largest_micro_batch(method, dims, n_params, n_embedding, batch, seq_len, budget, **kwargs)
+    breakdown = memory.estimate(method, dims, n_params, n_embedding, max(micro, 1), seq_len, **kwargs)
+    return {"micro_batch": micro, "fits": micro > 0, "breakdown": breakdown, "total": memory.total(breakdown)}
+
+
+def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_examples: int,
+              gpu_memory_gb: float, seq_len: int) -> dict:
+    space = prior_space(method, n_params, n_examples)
+    params = {name: p.centre for name, p in space.items()}
+    batch = params["batch_size"]
+    epochs = priors.epochs(n_examples)
+    total_steps = math.ceil(n_examples / batch) * epochs
+    budget = gpu_memory_gb * 1e9  # GPUs are sold in GB
+    fit = _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params)
+    result = {
+        "method": method, "n_params": n_params, "size_class": priors.size_class(n_params),
+        "n_examples": n_examples, "gpu_memory_gb": gpu_memory_gb, "seq_len": seq_len,
+        "params": params, "learning_rate_range": [space["learning_rate"].low, space["learning_rate"].high],
+        "epochs": epochs, "total_steps": total_steps, "early_stopping": priors.EARLY_STOPPING,
+        "memory": fit,
+    }
+    if fit["fits"]:
+        args = export.training_arguments(params, method, total_steps, max(1, total_steps // 10),
+                                         fit["micro_batch"])
+        # The estimate assumes checkpointing and bf16, as 000's complete config does.
+        args.update(gradient_checkpointing=True, bf16=True)
+        result.update(training_arguments=args, peft_config=export.peft_config(params, method),
+                      quantization_config=export.quantization_config(method))
+    else:
+        result["alternatives"] = []
+        for other in ALTERNATIVES[method]:
+            other_params = {name: p.centre for name, p in prior_space(other, n_params, n_examples).items()}
+            other_fit = _fit(other, dims, n_params, n_embedding, batch, seq_len, budget, other_params)
+            if other_fit["fits"]:
+                result["alternatives"].append({"method": other, "micro_batch": other_fit["micro_batch"],
+                                               "total": other_fit["total"]})
+        shorter = seq_len // 2
+        while shorter >= 128 and not result["alternatives"]:
+            if _fit(method, dims, n_params, n_embedding, batch, shorter, budget, params)["fits"]:
+                result["alternatives"].append({"method": method, "seq_len": shorter})
+            shorter //= 2
+    return result

@@ -1,0 +1,94 @@
+"""`tunefleet suggest` on known inputs, and the memory formula it uses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import tunefleet
+
+from spaces import memory
+
+LLAMA_3_8B = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
+              "tie_word_embeddings": False, "hidden_act": "silu"}
+DIMS = {"hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 8, "intermediate": 14336, "vocab": 128256}
+P, E = 8_030_261_248, 2 * 128256 * 4096
+
+
+@pytest.fixture
+def llama8b(tmp_path):
+    model = tmp_path / "llama-3-8b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    (model / "tokenizer.json").write_text("{}")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": f"example {i}"}) + "\n" for i in range(5000)))
+    return model, data
+
+
+def test_lora_trainable_parameters_match_peft():
+    # r=16 on all seven linear layers of Llama 3 8B: peft reports 41,943,040.
+    assert memory.trainable_parameters("lora", DIMS, P, lora_r=16) == 41_943_040
+
+
+def test_memory_components():
+    full = memory.estimate("full", DIMS, P, E, micro_batch=1, seq_len=2048)
+    assert full["weights"] == 2 * P and full["gradients"] == 2 * P and full["optimizer"] == 12 * P
+    qlora = memory.estimate("qlora", DIMS, P, E, micro_batch=1, seq_len=2048)
+    assert 5.0 * memory.GIB < qlora["weights"] < 6.0 * memory.GIB  # 4-bit base, bf16 embeddings
+    one, two = (memory.estimate("lora", DIMS, P, E, b, 2048)["activations"] for b in (1, 2))
+    assert two == 2 * one, "activations scale with the micro-batch"
+    no_ckpt = memory.estimate("lora", DIMS, P, E, 1, 2048, checkpointing=False)["activations"]
+    s, h, layers = 2048, 4096, 32  # checkpointing keeps each layer's input and recomputes one layer at a time
+    assert no_ckpt - one == 34 * s * h * layers - (2 * s * h * layers + 34 * s * h)
+
+
+def test_full_8b_on_24gb_is_infeasible_and_says_what_fits(llama8b):
+    model, data = llama8b
+    result = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 24)
+    assert result.returncode == 1, result.stderr
+    assert "does not fit" in result.stdout and "Traceback" not in result.stderr
+    assert "fits instead: --method lora" in result.stdout and "fits instead: --method qlora" in result.stdout
+
+
+def test_lora_8b_on_24gb(llama8b):
+    model, data = llama8b
+    result = tunefleet("suggest", "--model", model, "--method", "lora", "--dataset", data, "--gpu-memory", 24)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "medium" in out and "learning rate       2.0e-04" in out
+    assert "effective batch     16 = micro-batch 1 x accumulation 16" in out
+    assert "warmup 28 of 939 steps (3 epochs)" in out
+    for part in ("weights", "gradients", "optimizer", "activations", "overhead"):
+        assert part in out
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_machine_readable_formats(llama8b, fmt):
+    model, data = llama8b
+    result = tunefleet("suggest", "--model", model, "--method", "qlora", "--dataset", data,
+                       "--gpu-memory", 24, "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout) if fmt == "json" else yaml.safe_load(result.stdout)
+    args = doc["training_arguments"]
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 16
+    assert args["optim"] == "paged_adamw_8bit" and args["max_grad_norm"] == 0.3 and args["learning_rate"] == 2e-4
+    assert doc["peft_config"]["r"] == 16 and doc["quantization_config"]["bnb_4bit_use_double_quant"]
+    assert doc["memory_gib"]["total"] <= 24e9 / memory.GIB
+
+
+def test_suggest_on_a_real_saved_model(tiny):
+    model, data = tiny
+    result = tunefleet("suggest", "--model", model, "--method", "prefix", "--dataset", data, "--gpu-memory", 8,
+                       "--seq-len", 256, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["peft_config"]["peft_type"] == "PREFIX_TUNING" and doc["training_arguments"]["learning_rate"] == 3e-4
+
+
+def test_suggest_bad_method_is_one_line(llama8b):
+    model, data = llama8b
+    result = tunefleet("suggest", "--model", model, "--method", "dora", "--dataset", data, "--gpu-memory", 24)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "unknown method" in result.stderr
