@@ -44,7 +44,7 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
                  seed: int | None = None):
         # constant_liar keeps parallel workers from piling onto one region.
         super().__init__(n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True,
-                         seed=seed, warn_independent_sampling=False)
+                         seed=seed)
         self._space, self._beta = space, beta
         self._prior_rng = np.random.default_rng(seed)
         self._n_finished = 0
