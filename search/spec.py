@@ -51,6 +51,8 @@ class StudySpec:
     """Examples in the dataset (sets the batch-size tier); counted from the file unless overridden."""
     n_params: int = 0
     """Parameters of the model (sets the learning-rate class); counted from the weights unless overridden."""
+    hidden_size: int = 0
+    """Width of the model (from its config; 0 if unknown): narrow models take higher learning rates."""
     space_overrides: dict = field(default_factory=dict)
     """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
     queue_starting_configs: bool = True
@@ -95,7 +97,8 @@ class StudySpec:
         _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")
         _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
         _require(isinstance(self.space_overrides, dict), "space overrides must be a mapping")
-        build_space(self.method, self.n_params, self.n_examples, self.space_overrides)  # raises on a bad override
+        build_space(self.method, self.n_params, self.n_examples, self.space_overrides,
+                    self.hidden_size)  # raises on a bad override
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,7 +11,7 @@ from spaces.space import build_space, starting_configs
 
 
 def space_of(spec: StudySpec):
-    return build_space(spec.method, spec.n_params, spec.n_examples, spec.space_overrides)
+    return build_space(spec.method, spec.n_params, spec.n_examples, spec.space_overrides, spec.hidden_size)
 
 
 def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -41,13 +41,17 @@ def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudyS
     """A validated spec: the model loads, every dataset line parses, every option
     is in range. Model and dataset sizes are counted unless options give them."""
     from spaces.dataset import read_dataset
-    from spaces.model import parameter_count
+    from spaces.model import dimensions, parameter_count, read_model_config
 
+    try:
+        hidden_size = dimensions(read_model_config(model))["hidden"]
+    except InputError:  # an unusual config: no width correction
+        hidden_size = 0
     n_params = options.pop("n_params", None) or parameter_count(model)[0]
     _, records = read_dataset(dataset)
     n_examples = options.pop("n_examples", None) or len(records)
     spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=n_examples, n_params=n_params,
-                     **options)
+                     hidden_size=hidden_size, **options)
     from workers.inputs import check_model_loads  # imports transformers: only once the cheap checks pass
 
     check_model_loads(model, spec.trust_remote_code)

@@ -135,6 +135,21 @@ def size_class(n_params: float) -> str:
     return _tier([(bound, name) for name, bound in SIZE_CLASSES], n_params)
 
 
-def learning_rate(method: str, n_params: float) -> Prior:
+# Below the documents' smallest class: models narrower than those the "small"
+# class was tuned on (hidden ~1024: 0.3-1B models) take higher rates. tunefleet
+# extrapolates with muP's rule for Adam (learning rate ~ 1 / width): the
+# documents say nothing about such models, and without it a 1M-parameter model
+# would be searched 10-60x below its optimum.
+REFERENCE_WIDTH = 1024
+
+
+def width_factor(hidden_size: int) -> float:
+    """How much higher a narrow model's learning rates are (1 at and above the reference width)."""
+    return REFERENCE_WIDTH / hidden_size if 0 < hidden_size < REFERENCE_WIDTH else 1.0
+
+
+def learning_rate(method: str, n_params: float, hidden_size: int = 0) -> Prior:
+    """The learning-rate prior; hidden_size 0 means unknown (no width correction)."""
     low, high, centre = LEARNING_RATE[method][size_class(n_params)]
-    return Prior(low, high, centre=centre, confidence=LEARNING_RATE_CONFIDENCE, log=True)
+    k = width_factor(hidden_size)
+    return Prior(low * k, min(high * k, 1.0), centre=centre * k, confidence=LEARNING_RATE_CONFIDENCE, log=True)

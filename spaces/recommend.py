@@ -19,7 +19,7 @@ def _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params) ->
 
 def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_examples: int,
               gpu_memory_gb: float, seq_len: int) -> dict:
-    space = prior_space(method, n_params, n_examples)
+    space = prior_space(method, n_params, n_examples, dims["hidden"])
     params = {name: p.centre for name, p in space.items()}
     batch = params["batch_size"]
     epochs = priors.epochs(n_examples)
@@ -43,7 +43,8 @@ def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_exampl
     else:
         result["alternatives"] = []
         for other in ALTERNATIVES[method]:
-            other_params = {name: p.centre for name, p in prior_space(other, n_params, n_examples).items()}
+            other_params = {name: p.centre for name, p in prior_space(other, n_params, n_examples,
+                                                                          dims["hidden"]).items()}
             other_fit = _fit(other, dims, n_params, n_embedding, batch, seq_len, budget, other_params)
             if other_fit["fits"]:
                 result["alternatives"].append({"method": other, "micro_batch": other_fit["micro_batch"],

@@ -54,11 +54,11 @@ def batch_choices(n_examples: int) -> tuple[int, ...]:
     return tuple(2 ** k for k in range(int(math.log2(low // 2)), int(math.log2(high * 2)) + 1))
 
 
-def prior_space(method: str, n_params: float, n_examples: int) -> dict[str, Param]:
+def prior_space(method: str, n_params: float, n_examples: int, hidden_size: int = 0) -> dict[str, Param]:
     """The space the documents recommend, before any user override."""
     low, _ = priors.batch_tier(n_examples)
     params = [
-        _param("learning_rate", priors.learning_rate(method, n_params)),
+        _param("learning_rate", priors.learning_rate(method, n_params, hidden_size)),
         Param("batch_size", choices=batch_choices(n_examples), centre=low, confidence=priors.BATCH_CONFIDENCE),
         _param("lr_scheduler_type", priors.SCHEDULER),
         _param("warmup_ratio", priors.WARMUP_RATIO),
@@ -142,9 +142,10 @@ def _override(param: Param, spec: Any) -> Param:
     return param
 
 
-def build_space(method: str, n_params: float, n_examples: int, overrides: dict | None = None) -> dict[str, Param]:
+def build_space(method: str, n_params: float, n_examples: int, overrides: dict | None = None,
+                hidden_size: int = 0) -> dict[str, Param]:
     """The prior space of the method, with the user's overrides applied and checked."""
-    space = prior_space(method, n_params, n_examples)
+    space = prior_space(method, n_params, n_examples, hidden_size)
     for name, spec in (overrides or {}).items():
         if name not in space:
             known = ", ".join(space)

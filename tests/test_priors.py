@@ -132,3 +132,11 @@ def test_parameter_count_of_llama_3_8b_from_its_config():
               "tie_word_embeddings": False, "hidden_act": "silu"}
     total, embeddings = _config_counts(config)
     assert total == 8_030_261_248 and embeddings == 2 * 128256 * 4096
+
+
+def test_narrow_models_get_mup_scaled_learning_rates():
+    assert priors.width_factor(4096) == priors.width_factor(1024) == priors.width_factor(0) == 1.0
+    lr = priors.learning_rate("lora", 1.6e5, hidden_size=64)
+    assert (lr.low, lr.high, lr.centre) == pytest.approx((1.6e-4, 3.2e-2, 8e-3))
+    assert priors.learning_rate("full", 1.6e5, hidden_size=64).centre == pytest.approx(8e-4)
+    assert build_space("lora", 1.6e5, 500, hidden_size=64)["learning_rate"].centre == pytest.approx(8e-3)
