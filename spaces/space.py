@@ -159,9 +159,9 @@ def suggest(trial, space: dict[str, Param]) -> dict[str, Any]:
     return {name: p.suggest(trial) for name, p in space.items()}
 
 
-def starting_configs(method: str, space: dict[str, Param]) -> list[dict[str, Any]]:
-    """The seeds' starting configurations for the method, moved inside the space."""
-    return [
-        {k: space[k].nearest(v) for k, v in config.items() if k in space}
-        for config in priors.STARTING_CONFIGS[method]
-    ]
+def starting_configs(method: str, space: dict[str, Param], hidden_size: int = 0) -> list[dict[str, Any]]:
+    """The seeds' starting configurations for the method (learning rate width-corrected
+    as the priors are), moved inside the space."""
+    configs = [{**c, "learning_rate": c["learning_rate"] * priors.width_factor(hidden_size)}
+               for c in priors.STARTING_CONFIGS[method]]
+    return [{k: space[k].nearest(v) for k, v in config.items() if k in space} for config in configs]
