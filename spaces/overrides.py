@@ -24,4 +24,18 @@ def read_space_file(path: str | None) -> dict:
         return {}
     if not isinstance(data, dict):
         raise InputError(f"space file {path}: expected a mapping of hyperparameter names")
-    return data
+    return _numbers(data)
+
+
+def _numbers(value):
+    """YAML 1.1 reads 1e-5 (no dot) as a string; people write it that way."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -121,3 +121,27 @@ def test_wrong_password_is_not_echoed(password_postgres, tmp_path):
     assert "wrong-password-xyz" not in result.stderr + result.stdout
     right = tunefleet("studies", "--storage", url.replace("wrong-password-xyz", "right-password"), cwd=tmp_path)
     assert right.returncode == 0 and "no studies" in right.stdout, right.stderr
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("learnin_rate: {low: 1.0e-5}\n", "learnin_rate"),
+    ("learning_rate: {low: 1.0e-3, high: 1.0e-4}\n", "empty range"),
+    ("lora_dropout: {value: 2}\n", "lora_dropout"),
+    ("learning_rate: [1, 2\n", "line"),
+    ("- a list\n", "mapping"),
+])
+def test_bad_space_file_names_the_key(tiny, tmp_path, content, expected):
+    space = tmp_path / "space.yaml"
+    space.write_text(content)
+    assert_one_line_error(create(tiny, tmp_path, "--space", space), expected)
+    assert "no studies" in tunefleet("studies", cwd=tmp_path).stdout, "nothing was stored"
+
+
+def test_space_file_narrows_the_stored_space(tiny, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: {low: 1e-3, high: 2.0e-3}\nlr_scheduler_type: linear\n")
+    result = create(tiny, tmp_path, "--space", space, "--json")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads(result.stdout)["spec"]
+    assert spec["space_overrides"] == {"learning_rate": {"low": 1e-3, "high": 2e-3}, "lr_scheduler_type": "linear"}
+    assert spec["sampler"] == "prior" and spec["n_params"] > 0 and spec["hidden_size"] == 64
