@@ -4,7 +4,6 @@ inside the commands that train, so --help, status and friends stay fast."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -77,7 +77,8 @@ def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.
         sampler=build_sampler(spec), pruner=build_pruner(spec),
     )
     study.set_user_attr(attrs.SPEC, spec.to_dict())
-    configs = starting_configs(spec.method, space_of(spec), spec.hidden_size) if spec.queue_starting_configs else []
+    configs = (starting_configs(spec.method, space_of(spec), spec.hidden_size, spec.space_overrides)
+               if spec.queue_starting_configs else [])
     for config in configs[: spec.n_trials]:
         study.enqueue_trial(config, user_attrs={attrs.SOURCE: "seed starting config"})
     return study

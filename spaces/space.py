@@ -159,9 +159,12 @@ def suggest(trial, space: dict[str, Param]) -> dict[str, Any]:
     return {name: p.suggest(trial) for name, p in space.items()}
 
 
-def starting_configs(method: str, space: dict[str, Param], hidden_size: int = 0) -> list[dict[str, Any]]:
+def starting_configs(method: str, space: dict[str, Param], hidden_size: int = 0,
+                     overrides: dict | None = None) -> list[dict[str, Any]]:
     """The seeds' starting configurations for the method (learning rate width-corrected
-    as the priors are), moved inside the space."""
-    configs = [{**c, "learning_rate": c["learning_rate"] * priors.width_factor(hidden_size)}
+    as the priors are; a centre the user set wins), moved inside the space."""
+    mine = {k: space[k].centre for k, v in (overrides or {}).items()
+            if not isinstance(v, dict) or "centre" in v or "value" in v}
+    configs = [{**c, "learning_rate": c["learning_rate"] * priors.width_factor(hidden_size), **mine}
                for c in priors.STARTING_CONFIGS[method]]
     return [{k: space[k].nearest(v) for k, v in config.items() if k in space} for config in configs]

@@ -137,6 +137,21 @@ def test_parameter_count_of_llama_3_8b_from_its_config():
 def test_narrow_models_get_mup_scaled_learning_rates():
     assert priors.width_factor(4096) == priors.width_factor(1024) == priors.width_factor(0) == 1.0
     lr = priors.learning_rate("lora", 1.6e5, hidden_size=64)
-    assert (lr.low, lr.high, lr.centre) == pytest.approx((1.6e-4, 3.2e-2, 8e-3))
+    assert (lr.low, lr.high, lr.centre) == pytest.approx((1.6e-4, 8e-2, 8e-3))
     assert priors.learning_rate("full", 1.6e5, hidden_size=64).centre == pytest.approx(8e-4)
     assert build_space("lora", 1.6e5, 500, hidden_size=64)["learning_rate"].centre == pytest.approx(8e-3)
+
+
+def test_every_learning_rate_range_reaches_ten_times_its_centre():
+    for method, by_size in priors.LEARNING_RATE.items():
+        for size, (low, high, centre) in by_size.items():
+            assert low < centre and high >= 10 * centre * 0.999, (method, size)
+
+
+def test_a_centre_the_user_sets_is_what_the_starting_config_uses():
+    from spaces.space import starting_configs
+
+    overrides = {"learning_rate": {"centre": 1e-3}, "lora_r": 8, "weight_decay": {"low": 0.0, "high": 0.05}}
+    space = build_space("lora", 7e9, 500, overrides)
+    (config,) = starting_configs("lora", space, 0, overrides)
+    assert config["learning_rate"] == 1e-3 and config["lora_r"] == 8 and config["weight_decay"] == 0.01
