@@ -90,6 +90,8 @@ def _quiet_libraries() -> None:
     # bitsandbytes warns at import that optional hub kernels are absent: they are not needed.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
+    # On a CPU bitsandbytes pages nothing (the README says so); on a GPU this never shows.
+    warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU.*")
     import transformers
 
     transformers.logging.set_verbosity_error()
