@@ -28,6 +28,20 @@ class Detectors:
     """Plateau: over the last this-many evaluations..."""
     plateau_min_improvement: float = 0.005
     """...the best eval loss improved by less than this fraction."""
+    explosion_ratio: float = 10.0
+    """Gradient explosion: the gradient norm above this multiple of its median..."""
+    explosion_patience: int = 3
+    """...for this many logged steps in a row (one spike never counts)."""
+    vanishing_ratio: float = 1e-3
+    """Vanishing gradients: the norm below this fraction of its early median..."""
+    vanishing_patience: int = 5
+    """...for this many logged steps in a row."""
+    overfit_ratio: float = 1.5
+    """Overfitting: eval loss above this multiple of the train loss (000)..."""
+    overfit_gap: float = 0.1
+    """...and above it by more than this (002)..."""
+    overfit_patience: int = 2
+    """...at this many evaluations in a row."""
 
     def __post_init__(self):
         _require(self.divergence_ratio > 1, "detectors.divergence_ratio must be above 1")
@@ -35,6 +49,11 @@ class Detectors:
         _require(self.divergence_patience >= 1, "detectors.divergence_patience must be at least 1")
         _require(self.plateau_window >= 1, "detectors.plateau_window must be at least 1")
         _require(self.plateau_min_improvement >= 0, "detectors.plateau_min_improvement must be >= 0")
+        _require(self.explosion_ratio > 1, "detectors.explosion_ratio must be above 1")
+        _require(0 < self.vanishing_ratio < 1, "detectors.vanishing_ratio must lie in (0, 1)")
+        _require(self.overfit_ratio >= 1 and self.overfit_gap >= 0, "detectors.overfit_ratio must be >= 1, overfit_gap >= 0")
+        _require(min(self.explosion_patience, self.vanishing_patience, self.overfit_patience) >= 1,
+                 "detector patiences must be at least 1")
 
 
 @dataclass

@@ -9,18 +9,24 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from search.spec import StudySpec
-from workers.detectors import DivergenceDetector, PlateauDetector, Verdict
+from workers.detectors import (DivergenceDetector, GradientExplosionDetector, GradientVanishingDetector,
+                               OverfittingDetector, PlateauDetector, Verdict)
 
 
 class PruningCallback(TrainerCallback):
-    """Feeds train losses to the divergence detector and eval losses to the
-    plateau detector and the Optuna pruner; the first verdict stops training."""
+    """Feeds train losses to the divergence detector, gradient norms to the
+    explosion and vanishing detectors, eval losses (with the train losses
+    between evaluations) to the plateau and overfitting detectors and to the
+    Optuna pruner; the first verdict stops training."""
 
     def __init__(self, trial, spec: StudySpec, should_stop=lambda: False):
         d = spec.detectors
         self.trial, self.should_stop, self.max_steps = trial, should_stop, spec.max_steps
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
+        self.explosion = GradientExplosionDetector(d.explosion_ratio, d.explosion_patience)
+        self.vanishing = GradientVanishingDetector(d.vanishing_ratio, d.vanishing_patience)
+        self.overfitting = OverfittingDetector(d.overfit_ratio, d.overfit_gap, d.overfit_patience)
         self.verdict: Verdict | None = None
         self.interrupted = False
         self.eval_losses: dict[int, float] = {}
@@ -31,8 +37,15 @@ class PruningCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self._end(self.divergence.update(state.global_step, float(logs["loss"])), control)
+        if not logs or "loss" not in logs:
+            return
+        step, loss = state.global_step, float(logs["loss"])
+        self.overfitting.add_train_loss(loss)
+        self._end(self.divergence.update(step, loss), control)
+        if logs.get("grad_norm") is not None:
+            norm = float(logs["grad_norm"])
+            self._end(self.explosion.update(step, norm), control)
+            self._end(self.vanishing.update(step, norm), control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or self.verdict is not None:
@@ -45,6 +58,7 @@ class PruningCallback(TrainerCallback):
         if step >= self.max_steps:  # the run is done: stopping it now would save nothing
             return
         self._end(self.plateau.update(step, loss), control)
+        self._end(self.overfitting.update(step, loss), control)
         if self.verdict is None and self.trial.should_prune():
             self._end(self._pruner_verdict(step), control)
 

@@ -5,7 +5,11 @@ returns a Verdict once its rule fires, else None.
 """
 
 from workers.detectors.divergence import DivergenceDetector
+from workers.detectors.gradient_explosion import GradientExplosionDetector
+from workers.detectors.gradient_vanishing import GradientVanishingDetector
+from workers.detectors.overfitting import OverfittingDetector
 from workers.detectors.plateau import PlateauDetector
 from workers.detectors.verdict import Verdict
 
-__all__ = ["DivergenceDetector", "PlateauDetector", "Verdict"]
+__all__ = ["DivergenceDetector", "GradientExplosionDetector", "GradientVanishingDetector",
+           "OverfittingDetector", "PlateauDetector", "Verdict"]
