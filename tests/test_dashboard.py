@@ -1,4 +1,5 @@
-"""`tunefleet dashboard` serves the real optuna-dashboard on the same storage."""
+"""`tunefleet dashboard` serves the real optuna-dashboard on the same storage,
+and each trial's note there says how it ended."""
 
 from __future__ import annotations
 
@@ -20,18 +21,27 @@ def _get(url: str, deadline: float):
             time.sleep(0.3)
 
 
-def test_dashboard_lists_the_study(tiny, tmp_path):
+def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
     model, dataset = tiny
-    created = tunefleet("study", "create", "watched", "--model", model, "--dataset", dataset,
-                        "--method", "qlora", "--n-trials", 2, cwd=tmp_path)
+    created = tunefleet("study", "create", "watched", "--model", model, "--dataset", dataset, "--method", "qlora",
+                        "--n-trials", 2, "--max-steps", 4, "--eval-steps", 2, "--seq-len", 48, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
+    worked = tunefleet("worker", "watched", "--threads", 1, cwd=tmp_path)
+    assert worked.returncode == 0, worked.stderr
     port = free_port()
     server = start_tunefleet("dashboard", "--port", port, cwd=tmp_path)
     try:
         status, body = _get(f"http://127.0.0.1:{port}/api/studies", time.time() + 60)
         assert status == 200
-        names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
-        assert names == ["watched"]
+        (summary,) = json.loads(body)["study_summaries"]
+        assert summary["study_name"] == "watched"
+        status, body = _get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", time.time() + 10)
+        trials = json.loads(body)["trials"]
+        assert len(trials) == 2
+        for trial in trials:
+            note = trial["note"]["body"]
+            assert note.startswith(f"## Trial {trial['number']}: ") and "eval loss by step: 2:" in note
+            assert ("complete" in note) == (trial["state"] == "Complete")
         status, page = _get(f"http://127.0.0.1:{port}/dashboard", time.time() + 10)
         assert status == 200 and b"<html" in page.lower()
     finally:

@@ -71,18 +71,39 @@ def train(trial, params, spec, data, stop):
     return final, callback
 
 
+def _note(trial, outcome: str, params: dict, callback) -> None:
+    """A Markdown note on the trial, shown by optuna-dashboard: why it ended, on what evidence."""
+    from optuna_dashboard import save_note
+
+    lines = [f"## Trial {trial.number}: {outcome}", ""]
+    if callback.verdict is not None:
+        lines += ["| evidence | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                  for k, v in callback.verdict.evidence.items()]
+        lines.append("")
+    curve = ", ".join(f"{step}: {loss:.4f}" for step, loss in callback.eval_losses.items())
+    lines += [f"eval loss by step: {curve or 'none'}", "",
+              "params: " + ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`"
+                                     for k, v in params.items())]
+    save_note(trial, "\n".join(lines))
+
+
 def report(study, trial, params, final, callback) -> str:
+    """Tell the trial's end to the study, with a note for the dashboard; the outcome in words."""
     if callback.interrupted:
         trial.set_user_attr(attrs.ERROR, "interrupted by a signal; its params were queued again")
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(params, user_attrs={attrs.SOURCE: f"retry of interrupted trial {trial.number}"})
-        return "interrupted; its params are queued again"
-    if callback.verdict is not None:
+        outcome = "interrupted; its params are queued again"
+    elif callback.verdict is not None:
         trial.set_user_attr(attrs.PRUNE, callback.verdict.to_dict())
         study.tell(trial, state=TrialState.PRUNED)
-        return f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
-    study.tell(trial, final)
-    return f"complete, eval loss {final:.4f}"
+        outcome = f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
+    else:
+        study.tell(trial, final)
+        outcome = f"complete, eval loss {final:.4f}"
+    _note(trial, outcome, params, callback)
+    return outcome
 
 
 def _quiet_libraries() -> None:
