@@ -126,6 +126,27 @@ def suggest(model, method, dataset, gpu_memory, seq_len, model_params, fmt):
 
 
 @cli.command()
+@click.option("--steps", default=1000, show_default=True, help="Optimizer steps of the run.")
+@click.option("--warmup-ratio", default=0.03, show_default=True, help="Share of the steps spent warming up.")
+@click.option("--learning-rate", default=2e-4, show_default=True, help="Peak learning rate.")
+@click.option("--out", default="schedules.png", show_default=True, type=click.Path(), help="Where the plot goes.")
+def schedules(steps, warmup_ratio, learning_rate, out):
+    """Plot the learning-rate schedules for a run of this length, as the Trainer runs them."""
+    if steps < 1 or not 0 <= warmup_ratio < 1 or learning_rate <= 0:
+        raise InputError("--steps must be positive, --warmup-ratio in [0, 1), --learning-rate positive")
+    from workers.schedules import curves, plot
+
+    warmup = round(warmup_ratio * steps)
+    lr_curves = curves(steps, warmup, learning_rate)
+    plot(lr_curves, warmup, Path(out))
+    marks = [0, warmup, steps // 4, steps // 2, 3 * steps // 4, steps - 1]
+    click.echo(f"{'step':<22}" + "".join(f"{m:>10}" for m in marks))
+    for name, lrs in lr_curves.items():
+        click.echo(f"{name:<22}" + "".join(f"{lrs[m]:>10.2e}" for m in marks))
+    click.echo(f"plot: {out}")
+
+
+@cli.command()
 @click.argument("name")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
 @storage_option

@@ -6,13 +6,11 @@ its params are queued again, so no trial is ever left RUNNING by this process.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
 import sys
 import time
-import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -21,6 +19,7 @@ from search import attrs
 from search.study import load, space_of
 from spaces.space import suggest
 from storage import claim_lock, open_storage
+from workers.quiet import quiet_libraries
 
 MAX_CONSECUTIVE_FAILURES = 3
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -106,26 +105,13 @@ def report(study, trial, params, final, callback) -> str:
     return outcome
 
 
-def _quiet_libraries() -> None:
-    """One line per trial is the worker's output; the libraries' per-step chatter goes."""
-    # bitsandbytes warns at import that optional hub kernels are absent: they are not needed.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
-    # On a CPU bitsandbytes pages nothing (the README says so); on a GPU this never shows.
-    warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU.*")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def run(study_name: str, url: str | None = None, threads: int | None = None) -> int:
     """Work on the study until its budget is spent or a signal arrives; the exit code."""
     stop = Stop()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
     study, spec = load(storage, study_name)
-    _quiet_libraries()
+    quiet_libraries()
     import torch
 
     if threads:

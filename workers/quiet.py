@@ -1,0 +1,19 @@
+"""Library chatter off: a worker prints one line per trial, a command its own output."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_libraries() -> None:
+    """One line per trial is the worker's output; the libraries' per-step chatter goes."""
+    # bitsandbytes warns at import that optional hub kernels are absent: they are not needed.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
+    # On a CPU bitsandbytes pages nothing (the README says so); on a GPU this never shows.
+    warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU.*")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
