@@ -76,6 +76,8 @@ class StudySpec:
     """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
     queue_starting_configs: bool = True
     """Queue the seed documents' starting configs as the first trials."""
+    retry_diverged: bool = True
+    """After a divergence, queue the same params once more at half the learning rate (002's adjustment)."""
     n_trials: int = 20
     """Trials the study runs (complete or pruned), over all workers."""
     max_steps: int = 100

@@ -11,7 +11,7 @@ import pytest
 from conftest import start_tunefleet, tunefleet
 
 from search import attrs
-from search.study import load
+from search.study import load, space_of
 from storage import open_storage
 
 
@@ -45,17 +45,24 @@ def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):
     model, dataset = tiny
     url = f"journal:{tmp_path / 'j.log'}"
     assert tunefleet("study", "create", "hot", "--model", model, "--dataset", dataset, "--method", "full",
-                     "--n-trials", 2, "--max-steps", 40, "--eval-steps", 10, "--storage", url,
+                     "--n-trials", 3, "--max-steps", 40, "--eval-steps", 10, "--storage", url,
                      cwd=tmp_path).returncode == 0
-    study, _ = load(open_storage(url), "hot")
+    study, spec = load(open_storage(url), "hot")
     # A learning rate far outside any sane space (queued by hand) makes full fine-tuning blow up.
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
     study.enqueue_trial({**waiting.params, "learning_rate": 3.0}, skip_if_exists=False)
     result = tunefleet("worker", "hot", "--threads", 1, "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    seed, trial = study.get_trials()
+    seed, trial, retry = study.get_trials()
     assert seed.state == optuna.trial.TrialState.COMPLETE and trial.params["learning_rate"] == 3.0
     assert trial.state == optuna.trial.TrialState.PRUNED, result.stderr
     reason = trial.user_attrs[attrs.PRUNE]
     assert reason["detector"] == "divergence" and reason["step"] < 40
     assert reason["evidence"]["rule"]
+    # 002's adjustment, once: the same params at half the learning rate, marked as such.
+    # (3.0 was queued by hand outside the space; the retry stays inside it.)
+    half = space_of(spec)["learning_rate"].nearest(1.5)
+    assert retry.params == {**trial.params, "learning_rate": half} and half < 3.0
+    assert retry.user_attrs[attrs.RETRY_OF] == trial.number and "half the learning rate" in result.stderr
+    assert retry.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert len(study.get_trials()) == 3, "a retry is never retried: the adjustment is applied once"

@@ -21,7 +21,7 @@ class PruningCallback(TrainerCallback):
 
     def __init__(self, trial, spec: StudySpec, should_stop=lambda: False):
         d = spec.detectors
-        self.trial, self.should_stop, self.max_steps = trial, should_stop, spec.max_steps
+        self.trial, self.spec, self.should_stop, self.max_steps = trial, spec, should_stop, spec.max_steps
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
         self.explosion = GradientExplosionDetector(d.explosion_ratio, d.explosion_patience)

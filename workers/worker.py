@@ -87,6 +87,20 @@ def _note(trial, outcome: str, params: dict, callback) -> None:
     save_note(trial, "\n".join(lines))
 
 
+def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
+    """002's adjustment, applied once: the diverged params again at lr x 0.5, if the
+    budget has room, the learning rate is searched (not fixed) and this is no retry itself."""
+    lr = space_of(spec)["learning_rate"]
+    if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
+        return False
+    if len(study.get_trials(deepcopy=False, states=COUNTED + (TrialState.WAITING,))) >= spec.n_trials:
+        return False
+    study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
+                        user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
+                                    attrs.RETRY_OF: trial.number})
+    return True
+
+
 def report(study, trial, params, final, callback) -> str:
     """Tell the trial's end to the study, with a note for the dashboard; the outcome in words."""
     if callback.interrupted:
@@ -98,6 +112,8 @@ def report(study, trial, params, final, callback) -> str:
         trial.set_user_attr(attrs.PRUNE, callback.verdict.to_dict())
         study.tell(trial, state=TrialState.PRUNED)
         outcome = f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
+        if callback.verdict.detector == "divergence" and _retry_at_half_lr(study, trial, params, callback.spec):
+            outcome += "; queued again at half the learning rate"
     else:
         study.tell(trial, final)
         outcome = f"complete, eval loss {final:.4f}"
