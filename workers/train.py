@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import torch
@@ -60,7 +61,9 @@ def build_trainer(spec: StudySpec, params: dict, data: TrialData, callback) -> T
     kwargs = export.training_arguments(params, spec.method, spec.max_steps, spec.eval_steps,
                                        spec.max_micro_batch, spec.seed)
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="tunefleet-"), disable_tqdm=True, log_level="error",
+        # Nothing is saved there (save_strategy "no"); one path per process, not one per trial.
+        output_dir=os.path.join(tempfile.gettempdir(), f"tunefleet-{os.getpid()}"), disable_tqdm=True,
+        log_level="error",
         # The divergence detector must see a nan, not the Trainer's stand-in for it.
         logging_nan_inf_filter=False, dataloader_pin_memory=torch.cuda.is_available(), **kwargs,
     )
