@@ -67,12 +67,13 @@ def study():
 @click.option("--dataset-size", type=int, help="Examples, for the batch-size tier (default: counted).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/eval split and training.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code.")
+@click.option("--lr-from-finder", is_flag=True, help="Centre the learning-rate prior on a range test's suggestion.")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
 def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, seq_len, max_micro_batch,
-                 sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, resume,
-                 storage_url, as_json):
+                 sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
+                 resume, storage_url, as_json):
     """Validate the inputs, store the study spec and queue the seeds' starting configs."""
     from search.study import create, spec_from_inputs
     from spaces.overrides import read_space_file
@@ -82,6 +83,16 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
                             n_examples=dataset_size, space_overrides=read_space_file(space_file))
+    if lr_from_finder:
+        import dataclasses
+
+        from workers.lr_finder import centre_override, run_for_spec
+
+        found = run_for_spec(spec)
+        if found.suggestion is None:
+            raise InputError("the learning-rate range test diverged at once; no suggestion to centre on")
+        spec = dataclasses.replace(spec, space_overrides=centre_override(spec, found.suggestion))
+        click.echo(f"learning-rate range test suggests {found.suggestion:.2e}: the prior is centred there", err=True)
     created = create(_open(storage_url), name, spec, resume=resume)
     queued = sum(t.state.name == "WAITING" for t in created.get_trials(deepcopy=False))
     if as_json:
@@ -123,6 +134,35 @@ def suggest(model, method, dataset, gpu_memory, seq_len, model_params, fmt):
     result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len)
     click.echo(render(result, fmt))
     sys.exit(0 if result["memory"]["fits"] else 1)
+
+
+@cli.command("lr-find")
+@click.option("--model", required=True, type=click.Path(), help="Model directory saved with save_pretrained.")
+@click.option("--dataset", required=True, type=click.Path(), help="JSONL dataset.")
+@click.option("--method", required=True, help="full, lora, qlora or prefix.")
+@click.option("--steps", default=100, show_default=True, help="Optimizer steps of the test.")
+@click.option("--min-lr", default=1e-7, show_default=True)
+@click.option("--max-lr", default=1.0, show_default=True)
+@click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
+@click.option("--out", default="lr_find.png", show_default=True, type=click.Path(), help="Where the plot goes.")
+@json_option
+def lr_find(model, dataset, method, steps, min_lr, max_lr, seq_len, out, as_json):
+    """Learning-rate range test: step the optimizer at exponentially rising rates, smooth the loss
+    on a log axis, stop on divergence, restore the model; plot it and suggest a rate."""
+    if steps < 3 or not 0 < min_lr < max_lr:
+        raise InputError("--steps must be at least 3 and 0 < --min-lr < --max-lr")
+    from search.study import spec_from_inputs
+    from workers.lr_finder import plot, run_for_spec
+
+    spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method, seq_len=seq_len)
+    found = run_for_spec(spec, steps, min_lr, max_lr)
+    plot(found, Path(out))
+    if as_json:
+        return _print_json({"suggestion": found.suggestion, "stopped_early": found.stopped_early,
+                            "lrs": found.lrs, "smoothed_losses": found.losses, "plot": str(out)})
+    tail = ", stopped on divergence" if found.stopped_early else ""
+    click.echo(f"{len(found.lrs)} steps from {min_lr:.0e}{tail}; plot: {out}")
+    click.echo(f"suggested learning rate: {found.suggestion:.2e}" if found.suggestion else "no suggestion")
 
 
 @cli.command()

@@ -13,6 +13,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*autograd kernel was not registered.*")
     # On a CPU bitsandbytes pages nothing (the README says so); on a GPU this never shows.
     warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated.*")
     import transformers
 
     transformers.logging.set_verbosity_error()
