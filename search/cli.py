@@ -86,8 +86,11 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
     if lr_from_finder:
         import dataclasses
 
+        from search.study import space_of
         from workers.lr_finder import centre_override, run_for_spec
 
+        if space_of(spec)["learning_rate"].choices is not None:  # checked before minutes of training
+            raise InputError("--lr-from-finder: --space fixes the learning rate; drop one of the two")
         found = run_for_spec(spec)
         if found.suggestion is None:
             raise InputError("the learning-rate range test diverged at once; no suggestion to centre on")

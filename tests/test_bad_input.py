@@ -145,3 +145,9 @@ def test_space_file_narrows_the_stored_space(tiny, tmp_path):
     spec = json.loads(result.stdout)["spec"]
     assert spec["space_overrides"] == {"learning_rate": {"low": 1e-3, "high": 2e-3}, "lr_scheduler_type": "linear"}
     assert spec["sampler"] == "prior" and spec["n_params"] > 0 and spec["hidden_size"] == 64
+
+
+def test_lr_from_finder_refuses_a_fixed_learning_rate(tiny, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: 1e-4\n")
+    assert_one_line_error(create(tiny, tmp_path, "--space", space, "--lr-from-finder"), "fixes the learning rate")

@@ -134,9 +134,7 @@ def centre_override(spec, lr: float) -> dict:
     from search.study import space_of
 
     current = space_of(spec)["learning_rate"]
-    override = dict(spec.space_overrides.get("learning_rate") or {}) if isinstance(
-        spec.space_overrides.get("learning_rate"), dict) else {}
-    override["centre"] = lr
+    override = {**spec.space_overrides.get("learning_rate", {}), "centre": lr}
     if lr * 3 > current.high:
         override["high"] = min(1.0, lr * 10)
     if lr / 3 < current.low:
