@@ -1,8 +1,18 @@
 """Names of the user attrs tunefleet keeps on studies and trials (readable in optuna-dashboard)."""
 
 SPEC = "tunefleet.spec"  # study: the study spec, one JSON document
+CREATED = "tunefleet.created_at"  # study: unix time of `study create` (the wall-hour budget counts from it)
+STOP = "tunefleet.stop"  # study: {"reason", "at"}: no new trials start; running ones finish
 SOURCE = "tunefleet.source"  # trial: why it was queued (seed config, retry)
 RETRY_OF = "tunefleet.retry_of"  # trial: the diverged trial it repeats at half the learning rate
 WORKER = "tunefleet.worker"  # trial: host, pid and claim time of its worker
 PRUNE = "tunefleet.prune"  # trial: detector, step and evidence that ended it
 ERROR = "tunefleet.error"  # trial: the error that failed it
+RESUME_OF = "tunefleet.resume_of"  # trial: the trial whose lease expired, continued from its checkpoint
+BATCH = "tunefleet.batch"  # trial: micro-batch, accumulation, out-of-memory retries, step it started at
+TIMING = "tunefleet.timing"  # trial: seconds from claim to first step, in steps, evaluations, checkpoints
+INFEASIBLE = "tunefleet.infeasible"  # trial: out of memory at micro-batch 1; the sampler avoids its region
+
+# System attrs (hidden in the dashboard's attribute tables): worker bookkeeping.
+LEASE = "tunefleet.lease"  # trial: {"expires": unix time, "holder": "host:pid"}, renewed by heartbeats
+CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n} of its latest checkpoint

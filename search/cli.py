@@ -68,12 +68,19 @@ def study():
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/eval split and training.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code.")
 @click.option("--lr-from-finder", is_flag=True, help="Centre the learning-rate prior on a range test's suggestion.")
+@click.option("--max-gpu-hours", default=0.0, help="Stop starting trials after this many GPU-hours (0: none).")
+@click.option("--max-wall-hours", default=0.0, help="Stop starting trials this long after creation (0: none).")
+@click.option("--target-value", type=float, help="Stop starting trials once an eval loss reaches this.")
+@click.option("--lease-seconds", default=120.0, show_default=True,
+              help="A trial whose worker stops renewing its lease this long is resumed elsewhere.")
+@click.option("--max-resumes", default=3, show_default=True, help="Times one trial may be resumed after lost leases.")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
 def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, seq_len, max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
-                 resume, storage_url, as_json):
+                 max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, resume, storage_url,
+                 as_json):
     """Validate the inputs, store the study spec and queue the seeds' starting configs."""
     from search.study import create, spec_from_inputs
     from spaces.overrides import read_space_file
@@ -82,7 +89,9 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
                             n_trials=n_trials, max_steps=max_steps, eval_steps=eval_steps, seq_len=seq_len,
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
-                            n_examples=dataset_size, space_overrides=read_space_file(space_file))
+                            n_examples=dataset_size, space_overrides=read_space_file(space_file),
+                            lease_seconds=lease_seconds, max_resumes=max_resumes, max_gpu_hours=max_gpu_hours,
+                            max_wall_hours=max_wall_hours, target_value=target_value)
     if lr_from_finder:
         import dataclasses
 
@@ -104,6 +113,31 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
         click.echo(f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} trials of "
                    f"{spec.max_steps} steps; {queued} starting config(s) queued.\n"
                    f"start workers with: tunefleet worker {name}")
+
+
+@study.command("stop")
+@click.argument("name")
+@storage_option
+def study_stop(name, storage_url):
+    """Drain study NAME: running trials finish, no new one starts (study create --resume starts it again)."""
+    from search.budget import stop
+    from search.study import load
+
+    study, _ = load(_open(storage_url), name)
+    stop(study, "stopped by request")
+    running = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+    click.echo(f"study '{name}' stopped: {running} running trial(s) finish, no new trial starts")
+
+
+@cli.command()
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between passes over the studies.")
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron or a check).")
+@storage_option
+def coordinator(interval, once, storage_url):
+    """Re-queue trials of dead workers and stop studies at their budgets, for every study."""
+    from search.coordinator import run
+
+    sys.exit(run(_open(storage_url), storage_url, interval, once))
 
 
 @cli.command()
@@ -189,15 +223,41 @@ def schedules(steps, warmup_ratio, learning_rate, out):
     click.echo(f"plot: {out}")
 
 
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(file_okay=False),
+    help="Directory for checkpoints and curves, shared by all machines (default: beside the journal, "
+         "or in the PostgreSQL database).")
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
 @storage_option
-def worker(name, threads, storage_url):
+@artifacts_option
+@click.option("--inject-oom-above", type=click.IntRange(min=0), hidden=True,
+              help="Tests: raise torch's out-of-memory error in training above this micro-batch.")
+@click.option("--gpus", help="Run one worker process per GPU, e.g. 0,1,2,3 (default: one process, all it sees).")
+def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus):
     """Claim and train trials of study NAME until its budget is spent."""
+    if gpus:
+        from workers.multi_gpu import parse_gpus, run_per_gpu
+
+        try:
+            indices = parse_gpus(gpus)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        forwarded = [name] + [a for flag, value in (("--threads", threads), ("--storage", storage_url),
+                                                    ("--artifacts", artifacts), ("--inject-oom-above", inject_oom_above))
+                              if value is not None for a in (flag, str(value))]
+        sys.exit(run_per_gpu(forwarded, indices))
     from workers.worker import run
 
-    sys.exit(run(name, storage_url, threads))
+    faults = None
+    if inject_oom_above is not None:
+        from workers.faults import OutOfMemoryAbove
+
+        faults = OutOfMemoryAbove(inject_oom_above)
+    sys.exit(run(name, storage_url, threads, artifacts, faults))
 
 
 @cli.command()
@@ -214,6 +274,8 @@ def status(name, storage_url, as_json):
         return _print_json(report)
     counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items() if v)
     click.echo(f"study {report['study']} ({report['method']}), budget {report['n_trials']} trials: {counts or 'no trials'}")
+    if report["stopped"]:
+        click.echo(f"stopped: {report['stopped']}")
     if report["best"]:
         best = report["best"]
         click.echo(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
@@ -262,12 +324,14 @@ def studies(storage_url, as_json):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 for all).")
 @click.option("--port", default=8080, show_default=True)
 @storage_option
-def dashboard(host, port, storage_url):
-    """Serve optuna-dashboard on the same storage."""
+@artifacts_option
+def dashboard(host, port, storage_url, artifacts):
+    """Serve optuna-dashboard on the same storage, with the trials' curves."""
     from search.dashboard import serve
-    from storage import redact, resolve_url
+    from storage import open_artifacts, redact, resolve_url
 
-    serve(_open(storage_url), host, port, redact(resolve_url(storage_url)))
+    storage = _open(storage_url)
+    serve(storage, open_artifacts(storage, storage_url, artifacts), host, port, redact(resolve_url(storage_url)))
 
 
 @cli.command()

@@ -17,10 +17,10 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(storage, host: str, port: int, shown_url: str) -> None:
+def serve(storage, artifact_store, host: str, port: int, shown_url: str) -> None:
     import optuna_dashboard
 
-    app = optuna_dashboard.wsgi(storage)
+    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store)
     server = make_server(host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     print(f"optuna-dashboard on http://{host}:{port}/ (storage {shown_url}); Ctrl-C to stop",
           file=sys.stderr, flush=True)

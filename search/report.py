@@ -55,6 +55,7 @@ def status(study: optuna.Study, spec: StudySpec) -> dict:
         "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
         "best": {"number": best.number, "value": best.value, "params": best.params} if best else None,
         "running": running, "pruned": pruned,
+        "stopped": (study.user_attrs.get(attrs.STOP) or {}).get("reason"),
     }
 
 

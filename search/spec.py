@@ -96,6 +96,17 @@ class StudySpec:
     """prior (the documents' priors, then TPE with their weight decaying), tpe, random or gp."""
     pruner: str = "default"
     """default (median with the detectors), median, hyperband or none."""
+    max_gpu_hours: float = 0.0
+    """Stop starting trials once the trials so far used this many GPU-hours (0: no limit)."""
+    max_wall_hours: float = 0.0
+    """Stop starting trials this many hours after the study was created (0: no limit)."""
+    target_value: float | None = None
+    """Stop starting trials once a complete trial's eval loss is at or below this."""
+    lease_seconds: float = 120.0
+    """A running trial whose worker has not renewed its lease (heartbeat) for this long is
+    failed and queued again, to resume from its last checkpoint on another worker."""
+    max_resumes: int = 3
+    """Times one trial may be resumed after lost leases before it stays failed."""
     seed: int = 0
     trust_remote_code: bool = False
     detectors: Detectors = field(default_factory=Detectors)
@@ -116,6 +127,9 @@ class StudySpec:
         _require(self.seq_len >= 8, "seq_len must be at least 8")
         _require(0 < self.eval_fraction < 1, "eval_fraction must lie strictly between 0 and 1")
         _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")
+        _require(self.max_gpu_hours >= 0 and self.max_wall_hours >= 0, "GPU-hour and wall-hour budgets must be >= 0")
+        _require(self.lease_seconds >= 1, "lease_seconds must be at least 1")
+        _require(self.max_resumes >= 0, "max_resumes must not be negative")
         _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
         _require(isinstance(self.space_overrides, dict), "space overrides must be a mapping")
         build_space(self.method, self.n_params, self.n_examples, self.space_overrides,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 
 from search import attrs
@@ -71,12 +73,15 @@ def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.
         if spec.n_trials > stored.n_trials:
             stored.n_trials = spec.n_trials
             study.set_user_attr(attrs.SPEC, stored.to_dict())
+        if attrs.STOP in study.user_attrs:  # continuing a stopped study starts it again
+            study.set_user_attr(attrs.STOP, None)
         return study
     study = optuna.create_study(
         study_name=name, storage=storage, direction="minimize",
         sampler=build_sampler(spec), pruner=build_pruner(spec),
     )
     study.set_user_attr(attrs.SPEC, spec.to_dict())
+    study.set_user_attr(attrs.CREATED, time.time())
     configs = (starting_configs(spec.method, space_of(spec), spec.hidden_size, spec.space_overrides)
                if spec.queue_starting_configs else [])
     for config in configs[: spec.n_trials]:

@@ -17,7 +17,12 @@ def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    # A worker needs at most three connections at once (the claim lock's transaction, the
+    # claim itself, the lease heartbeat); SQLAlchemy's default pool would allow fifteen.
+    # pool_pre_ping: a connection idle through an hours-long trial is checked before use.
     engine_kwargs = {"pool_pre_ping": True}
+    if not url.startswith("sqlite"):
+        engine_kwargs.update(pool_size=2, max_overflow=1)
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -80,3 +83,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own, which checks passwords (user tf,
+    password right-password) and can be stopped and started under running clients."""
+
+    def __init__(self):
+        bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if not bindirs or not shutil.which("runuser"):
+            (pytest.fail if IN_CI else pytest.skip)("PostgreSQL server binaries or runuser not found")
+        # Not pytest's tmp_path: its parents are closed to the postgres user.
+        self.root = Path(tempfile.mkdtemp(prefix="tunefleet-pg-"))
+        self.root.chmod(0o755)
+        self.bindir, self.data, self.port = bindirs[-1], self.root / "pg", free_port()
+        self.data.mkdir()
+        (self.root / "pw").write_text("right-password\n")
+        shutil.chown(self.data, "postgres")
+        shutil.chown(self.root / "pw", "postgres")
+        self._as_postgres("initdb", "-D", self.data, "-U", "tf", "--auth=scram-sha-256", f"--pwfile={self.root / 'pw'}")
+        self.start()
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://tf:right-password@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", self.data, "-w", "-l", self.data / "log", "-o",
+                          f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+
+    def _as_postgres(self, tool: str, *args) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", self.bindir / tool, *map(str, args)],
+                       check=True, capture_output=True)
+
+
+@pytest.fixture
+def private_postgres():
+    server = PrivatePostgres()
+    yield server
+    try:
+        server.stop()
+    except subprocess.CalledProcessError:  # stopped by the test already
+        pass
+    shutil.rmtree(server.root, ignore_errors=True)

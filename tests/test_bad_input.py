@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, free_port, tunefleet
+from conftest import free_port, tunefleet
 
 
 def assert_one_line_error(result, *expected: str):
@@ -89,32 +87,8 @@ def test_unreachable_database_fails_fast(tmp_path):
     assert "hunter2secret" not in result.stderr + result.stdout
 
 
-@pytest.fixture
-def password_postgres():
-    """A private PostgreSQL cluster that checks passwords (the shared one trusts everyone)."""
-    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bindir or not shutil.which("runuser"):
-        (pytest.fail if IN_CI else pytest.skip)("PostgreSQL server binaries or runuser not found")
-    # Not pytest's tmp_path: its parents are closed to the postgres user.
-    root = Path(tempfile.mkdtemp(prefix="tunefleet-pg-"))
-    root.chmod(0o755)
-    bindir, data, port = bindir[-1], root / "pg", free_port()
-    data.mkdir()
-    (root / "pw").write_text("right-password\n")
-    shutil.chown(data, "postgres")
-    shutil.chown(root / "pw", "postgres")
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, bindir / "initdb", "-D", data, "-U", "tf", "--auth=scram-sha-256",
-                    f"--pwfile={root / 'pw'}"], check=True, capture_output=True)
-    subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-w", "-l", data / "log", "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    yield port
-    subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def test_wrong_password_is_not_echoed(password_postgres, tmp_path):
-    url = f"postgresql://tf:wrong-password-xyz@127.0.0.1:{password_postgres}/postgres"
+def test_wrong_password_is_not_echoed(private_postgres, tmp_path):
+    url = f"postgresql://tf:wrong-password-xyz@127.0.0.1:{private_postgres.port}/postgres"
     result = tunefleet("studies", "--storage", url, cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "password authentication failed", "tf:***@")

@@ -187,7 +187,7 @@ def test_dashboard_port_on_loopback_only(compose):
 
 def test_tunefleet_services_share_the_built_image(compose):
     services = tunefleet_services(compose)
-    assert set(services) == {"dashboard", "worker"}
+    assert set(services) == {"coordinator", "dashboard", "worker"}
     for s in services.values():
         assert s["build"] in (".", {"context": "."})
     assert len({s.get("image") for s in services.values()}) == 1
@@ -199,7 +199,7 @@ def _commands(compose):
     return {name: command_of(s) for name, s in tunefleet_services(compose).items()}
 
 
-@pytest.mark.parametrize("service", ["dashboard", "worker"])
+@pytest.mark.parametrize("service", ["coordinator", "dashboard", "worker"])
 def test_command_exists_in_cli(compose, service):
     cmd = _commands(compose)[service]
     assert cmd[0] == "tunefleet", cmd
@@ -210,7 +210,7 @@ def test_command_exists_in_cli(compose, service):
     assert "Usage:" in proc.stdout
 
 
-@pytest.mark.parametrize("service", ["dashboard", "worker"])
+@pytest.mark.parametrize("service", ["coordinator", "dashboard", "worker"])
 def test_command_parses(compose, service):
     """Parse the arguments (types included) without running the command."""
     args = _commands(compose)[service][1:]

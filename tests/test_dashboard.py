@@ -21,6 +21,24 @@ def _get(url: str, deadline: float):
             time.sleep(0.3)
 
 
+def _check_curves(port: int, study_id: int, trial: dict) -> None:
+    """The trial's curves, uploaded as artifacts, come back through the dashboard's own routes."""
+    files = {a["filename"]: a for a in trial["artifacts"]}
+    stem = f"trial-{trial['number']}-curves"
+    assert set(files) == {f"{stem}.json", f"{stem}.png"}, files
+    base = f"http://127.0.0.1:{port}/artifacts/{study_id}/{trial['trial_id']}"
+    status, body = _get(f"{base}/{files[stem + '.json']['artifact_id']}", time.time() + 10)
+    series = json.loads(body)["series"]
+    assert [step for step, _ in series["train_loss"]] == list(range(1, 5))
+    assert [step for step, _ in series["eval_loss"]] == [2, 4]
+    assert len(series["grad_norm"]) == 4 and len(series["learning_rate"]) == 4
+    eval_at_4 = series["eval_loss"][-1][1]
+    if trial["state"] == "Complete":
+        assert abs(eval_at_4 - trial["values"][0]) < 1e-9
+    status, png = _get(f"{base}/{files[stem + '.png']['artifact_id']}", time.time() + 10)
+    assert status == 200 and png.startswith(b"\x89PNG")
+
+
 def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
     model, dataset = tiny
     created = tunefleet("study", "create", "watched", "--model", model, "--dataset", dataset, "--method", "qlora",
@@ -42,6 +60,7 @@ def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
             note = trial["note"]["body"]
             assert note.startswith(f"## Trial {trial['number']}: ") and "eval loss by step: 2:" in note
             assert ("complete" in note) == (trial["state"] == "Complete")
+            _check_curves(port, summary["study_id"], trial)
         status, page = _get(f"http://127.0.0.1:{port}/dashboard", time.time() + 10)
         assert status == 200 and b"<html" in page.lower()
     finally:

@@ -9,8 +9,8 @@ from search.spec import StudySpec
 from search.study import create, load, space_of
 from spaces.space import suggest
 from spaces.priors import METHODS
-from storage import open_storage
-from workers.train import TrialData
+from storage import open_artifacts, open_storage
+from workers.train import Resident
 from workers.worker import claim, report, train
 
 
@@ -26,11 +26,12 @@ def test_method_trains_and_reports(tiny, tmp_path, method):
     trial = claim(study, storage, url)
 
     params = suggest(trial, space_of(spec))
-    final, callback = train(trial, params, spec, TrialData(spec), stop=lambda: False)
-    assert set(callback.eval_losses) == {2, 4}
-    assert report(study, trial, params, final, callback).startswith("complete")
+    store = open_artifacts(storage, url)
+    run = train(trial, params, spec, Resident(spec), store, tmp_path, should_stop=lambda: False)
+    assert set(run.callback.eval_losses) == {2, 4}
+    assert report(study, trial, params, run, store).startswith("complete")
     (done,) = study.get_trials()
-    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == callback.eval_losses[4]
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == run.callback.eval_losses[4]
 
 
 def test_qlora_loads_the_base_model_in_4bit_nf4(tiny):

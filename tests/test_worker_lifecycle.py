@@ -37,7 +37,8 @@ def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
     interrupted = trials[0]
     assert interrupted.state == optuna.trial.TrialState.FAIL
     retry = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
-    assert len(retry) == 1 and retry[0].user_attrs[attrs.SOURCE] == "retry of interrupted trial 0"
+    assert len(retry) == 1 and retry[0].user_attrs[attrs.SOURCE] == "resume of trial 0 (interrupted)"
+    assert retry[0].user_attrs[attrs.RESUME_OF] == 0 and retry[0].system_attrs["fixed_params"] == interrupted.params
     assert "interrupted" in log
 
 

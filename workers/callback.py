@@ -30,22 +30,27 @@ class PruningCallback(TrainerCallback):
         self.verdict: Verdict | None = None
         self.interrupted = False
         self.eval_losses: dict[int, float] = {}
+        self.started_at_step = 0  # above 0 when the Trainer resumed a checkpoint
 
     def _end(self, verdict, control):
         if verdict is not None and self.verdict is None:
             self.verdict = verdict
             control.should_training_stop = True
+            control.should_save = False  # nothing will resume an ended trial
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed run: the detectors see the inherited history first (nothing is reported again)."""
+        self.started_at_step = state.global_step
+        for logs in state.log_history:
+            if "loss" in logs:
+                self._train_log(logs["step"], logs)
+            if "eval_loss" in logs:
+                self._eval_loss(logs["step"], float(logs["eval_loss"]))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
-            return
-        step, loss = state.global_step, float(logs["loss"])
-        self.overfitting.add_train_loss(loss)
-        self._end(self.divergence.update(step, loss), control)
-        if logs.get("grad_norm") is not None:
-            norm = float(logs["grad_norm"])
-            self._end(self.explosion.update(step, norm), control)
-            self._end(self.vanishing.update(step, norm), control)
+        if logs and "loss" in logs:
+            for verdict in self._train_log(state.global_step, logs):
+                self._end(verdict, control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or self.verdict is not None:
@@ -53,14 +58,28 @@ class PruningCallback(TrainerCallback):
         step, loss = state.global_step, float(metrics["eval_loss"])
         if not math.isfinite(loss):
             return self._end(Verdict("divergence", step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
-        self.eval_losses[step] = loss
         self.trial.report(loss, step)
+        verdicts = self._eval_loss(step, loss)
         if step >= self.max_steps:  # the run is done: stopping it now would save nothing
+            control.should_save = False
             return
-        self._end(self.plateau.update(step, loss), control)
-        self._end(self.overfitting.update(step, loss), control)
+        for verdict in verdicts:
+            self._end(verdict, control)
         if self.verdict is None and self.trial.should_prune():
             self._end(self._pruner_verdict(step), control)
+
+    def _train_log(self, step: int, logs: dict) -> list:
+        loss = float(logs["loss"])
+        self.overfitting.add_train_loss(loss)
+        verdicts = [self.divergence.update(step, loss)]
+        if logs.get("grad_norm") is not None:
+            norm = float(logs["grad_norm"])
+            verdicts += [self.explosion.update(step, norm), self.vanishing.update(step, norm)]
+        return verdicts
+
+    def _eval_loss(self, step: int, loss: float) -> list:
+        self.eval_losses[step] = loss
+        return [self.plateau.update(step, loss), self.overfitting.update(step, loss)]
 
     def _pruner_verdict(self, step: int) -> Verdict:
         """The pruner's verdict with the numbers it judged (as MedianPruner computes them)."""

@@ -1,9 +1,12 @@
-"""Builders for one trial: the model (with its peft adapter) and the HF Trainer."""
+"""Builders for one trial: the model (with its peft adapter) and the HF Trainer.
+
+A worker keeps one `Resident` per study: the tokenizer, the tokenized split
+and the base model (4-bit for QLoRA) stay loaded between trials. Each trial
+gets a fresh adapter on the resident base, or, for full fine-tuning, the
+base's pristine weights copied back in; `release` undoes the trial's changes.
+"""
 
 from __future__ import annotations
-
-import os
-import tempfile
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PrinterCallback, Trainer,
@@ -25,7 +28,8 @@ class TrialData:
         self.collator = Collator(self.tokenizer.pad_token_id)
 
 
-def build_model(spec: StudySpec, params: dict):
+def load_base(spec: StudySpec):
+    """The base model as the method trains it: quantized and prepared for QLoRA."""
     import peft
 
     kwargs = {"trust_remote_code": spec.trust_remote_code}
@@ -37,12 +41,48 @@ def build_model(spec: StudySpec, params: dict):
     model = AutoModelForCausalLM.from_pretrained(spec.model, **kwargs)
     if quantization:
         _keep_4bit_weights_differentiable(model)
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def with_adapter(base, spec: StudySpec, params: dict):
+    """The trial's model: a fresh peft adapter on the base (the base itself for full fine-tuning)."""
+    import peft
+
     config = export.peft_config(params, spec.method)
     if config is None:
-        return model
-    if quantization:
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return peft.get_peft_model(model, peft.get_peft_config(config))
+        return base
+    torch.manual_seed(spec.seed)  # the same initial adapter on a warm base as on a cold one
+    return peft.get_peft_model(base, peft.get_peft_config(config))
+
+
+def build_model(spec: StudySpec, params: dict):
+    """A cold build: base and adapter for one trial."""
+    return with_adapter(load_base(spec), spec, params)
+
+
+class Resident:
+    """The worker's warm state for one study: data and the base model, loaded once."""
+
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+        self.data = TrialData(spec)
+        self.base = load_base(spec)
+        # Full fine-tuning trains the base itself: keep its weights to restore per trial.
+        self.pristine = ({k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
+                         if spec.method == "full" else None)
+
+    def model_for(self, params: dict):
+        if self.pristine is not None:
+            self.base.load_state_dict(self.pristine)
+        return with_adapter(self.base, self.spec, params)
+
+    def release(self, model) -> None:
+        """Takes the trial's adapter off the base (LoRA layers out, prefix wrapper dropped)."""
+        if model is not self.base and self.spec.method in ("lora", "qlora"):
+            self.base = model.unload()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _keep_4bit_weights_differentiable(model) -> None:
@@ -57,18 +97,19 @@ def _keep_4bit_weights_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def build_trainer(spec: StudySpec, params: dict, data: TrialData, callback) -> Trainer:
-    kwargs = export.training_arguments(params, spec.method, spec.max_steps, spec.eval_steps,
-                                       spec.max_micro_batch, spec.seed)
+def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_batch: int, output_dir: str,
+                  callbacks: list) -> Trainer:
+    kwargs = export.training_arguments(params, spec.method, spec.max_steps, spec.eval_steps, micro_batch, spec.seed)
+    # The eval batch is the study's, not this worker's: eval loss shifts with eval batching.
+    kwargs["per_device_eval_batch_size"] = spec.max_micro_batch
+    # A checkpoint at every evaluation, for a resume after this worker dies (workers/checkpoint.py).
+    kwargs.update(save_strategy="steps", save_steps=spec.eval_steps, save_total_limit=1)
     args = TrainingArguments(
-        # Nothing is saved there (save_strategy "no"); one path per process, not one per trial.
-        output_dir=os.path.join(tempfile.gettempdir(), f"tunefleet-{os.getpid()}"), disable_tqdm=True,
-        log_level="error",
+        output_dir=output_dir, disable_tqdm=True, log_level="error",
         # The divergence detector must see a nan, not the Trainer's stand-in for it.
         logging_nan_inf_filter=False, dataloader_pin_memory=torch.cuda.is_available(), **kwargs,
     )
-    trainer = Trainer(model=build_model(spec, params), args=args, train_dataset=data.train,
-                      eval_dataset=data.eval, data_collator=data.collator,
-                      processing_class=data.tokenizer, callbacks=[callback])
+    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                      data_collator=data.collator, processing_class=data.tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the worker reports per trial, not per step
     return trainer

@@ -1,28 +1,38 @@
 """A worker: claim a trial, build it, train it, report it; until the budget is spent.
 
+While it trains, the worker renews its trial's lease (search/leases.py) and the
+Trainer checkpoints at every evaluation into the artifact store, so a trial
+whose worker dies is queued again and resumed from there by another worker.
 SIGINT and SIGTERM end the running trial at its next step: it is told FAIL and
-its params are queued again, so no trial is ever left RUNNING by this process.
+queued again to resume, so no trial is ever left RUNNING by this process. A
+worker leaves once the budget is spent and no trial runs any more.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import attrs, budget, leases
+from search.spec import StudySpec
 from search.study import load, space_of
 from spaces.space import suggest
-from storage import claim_lock, open_storage
+from storage import claim_lock, open_artifacts, open_storage, outage
 from workers.quiet import quiet_libraries
 
 MAX_CONSECUTIVE_FAILURES = 3
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage to sit through
 
 
 class Stop:
@@ -44,30 +54,79 @@ def say(message: str) -> None:
     print(f"[worker {socket.gethostname()}:{os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
-def claim(study: optuna.Study, storage, url) -> optuna.Trial | None:
-    """The next trial, or None once the study's budget is spent."""
+def claim(study: optuna.Study, storage, url, device: dict | None = None) -> optuna.Trial | None:
+    """The next trial, or None once the study's budget is spent. Trials whose
+    worker's lease ran out are queued again first."""
     with claim_lock(storage, url, study.study_name):
         # Re-read: `study create --resume` may have raised the budget meanwhile.
-        n_trials = study.user_attrs[attrs.SPEC]["n_trials"]
-        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= n_trials:
+        spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
+        for number in leases.requeue_expired(study, spec):
+            say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
+        if budget.stop_reason(study, spec) or budget.trials_spent(study, spec):
             return None
         trial = study.ask()
-    trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time()})
+        leases.renew(storage, trial._trial_id, spec.lease_seconds)
+    trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(),
+                                       **(device or {})})
     return trial
 
 
-def train(trial, params, spec, data, stop):
-    """(final eval loss or None, callback holding the verdict)."""
+@dataclass
+class Run:
+    """How a trial's training went on this worker."""
+
+    callback: object  # the PruningCallback: verdict, eval losses, interrupted
+    final: float | None = None  # eval loss at max_steps
+    log_history: list = field(default_factory=list)
+    micro_batch: int = 0
+    accumulation: int = 0
+    oom_retries: int = 0
+    infeasible: bool = False  # out of memory even at micro-batch 1
+    timing: object = None  # the TimingCallback: seconds in steps, evaluations, checkpoints (always set by train)
+
+
+def train(trial, params, spec, resident, artifact_store, workdir: Path, should_stop, faults=None) -> Run:
+    """Trains the trial on the resident base, resuming the trial it continues if any;
+    on an out-of-memory error, again from its last checkpoint at half the micro-batch."""
+    import torch
+
+    from workers.batch import first_micro_batch, free_device_memory, smaller
     from workers.callback import PruningCallback
+    from workers.checkpoint import CheckpointCallback, restore
+    from workers.timing import TimingCallback
     from workers.train import build_trainer
 
-    callback = PruningCallback(trial, spec, should_stop=stop)
-    trainer = build_trainer(spec, params, data, callback)
-    trainer.train()
-    if callback.verdict is None and not callback.interrupted and spec.max_steps not in callback.eval_losses:
-        callback.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=trainer.evaluate())
-    final = callback.eval_losses.get(spec.max_steps)
-    return final, callback
+    output_dir = workdir / f"trial-{trial.number}"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    resume = restore(trial.study, trial, artifact_store, output_dir)
+    micro, retries, timing = first_micro_batch(spec, params, free_device_memory()), 0, TimingCallback()
+    while True:
+        model = resident.model_for(params)
+        hook = faults.attach(model) if faults else None
+        callback = PruningCallback(trial, spec, should_stop=should_stop)
+        trainer = build_trainer(spec, params, resident.data, model, micro, str(output_dir),
+                                [callback, CheckpointCallback(trial, artifact_store), timing])
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            if callback.verdict is None and not callback.interrupted and spec.max_steps not in callback.eval_losses:
+                callback.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=trainer.evaluate())
+            return Run(callback, callback.eval_losses.get(spec.max_steps), trainer.state.log_history, micro,
+                       params["batch_size"] // micro, retries, timing=timing)
+        except torch.OutOfMemoryError:
+            if micro == 1:
+                return Run(callback, None, trainer.state.log_history, 1, params["batch_size"], retries, True, timing)
+            micro, retries = smaller(micro, params["batch_size"]), retries + 1
+            resume = _latest_checkpoint(output_dir) or resume
+        finally:
+            if hook is not None:
+                hook.remove()
+            del trainer
+            resident.release(model)
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
 
 
 def _note(trial, outcome: str, params: dict, callback) -> None:
@@ -93,7 +152,7 @@ def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
     lr = space_of(spec)["learning_rate"]
     if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
         return False
-    if len(study.get_trials(deepcopy=False, states=COUNTED + (TrialState.WAITING,))) >= spec.n_trials:
+    if len(study.get_trials(deepcopy=False, states=budget.COUNTED + (TrialState.WAITING,))) >= spec.n_trials:
         return False
     study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
                         user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
@@ -101,60 +160,155 @@ def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
     return True
 
 
-def report(study, trial, params, final, callback) -> str:
-    """Tell the trial's end to the study, with a note for the dashboard; the outcome in words."""
+def report(study, trial, params, run: Run, artifact_store, claimed_at: float | None = None) -> str:
+    """Tells the trial's end to the study, with its curves, timing and a note for the
+    dashboard; the outcome in words."""
+    from workers import checkpoint, curves
+
+    callback = run.callback
+    if claimed_at is not None and run.timing.first_step_at is not None:
+        t = run.timing
+        trial.set_user_attr(attrs.TIMING, {"claim_to_first_step_s": round(t.first_step_at - claimed_at, 3),
+                                           "steps_s": round(t.steps_s, 3), "eval_s": round(t.eval_s, 3),
+                                           "checkpoint_s": round(t.checkpoint_s, 3),
+                                           "trial_s": round(time.time() - claimed_at, 3)})
     if callback.interrupted:
-        trial.set_user_attr(attrs.ERROR, "interrupted by a signal; its params were queued again")
+        trial.set_user_attr(attrs.ERROR, "interrupted by a signal; queued again to resume from its checkpoint")
         study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(params, user_attrs={attrs.SOURCE: f"retry of interrupted trial {trial.number}"})
-        outcome = "interrupted; its params are queued again"
+        leases.queue_resume(study, trial, "interrupted")
+        return "interrupted; queued again to resume from its checkpoint"
+    trial.set_user_attr(attrs.BATCH, {"micro_batch": run.micro_batch, "accumulation": run.accumulation,
+                                      "oom_retries": run.oom_retries,
+                                      "started_at_step": callback.started_at_step})
+    trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
+    curves.upload(trial, run.log_history, artifact_store)
+    if run.infeasible:
+        trial.set_user_attr(attrs.INFEASIBLE, f"out of memory at micro-batch 1 (effective batch {params['batch_size']})")
+        state, outcome = TrialState.PRUNED, "infeasible: out of memory even at micro-batch 1"
     elif callback.verdict is not None:
         trial.set_user_attr(attrs.PRUNE, callback.verdict.to_dict())
-        study.tell(trial, state=TrialState.PRUNED)
-        outcome = f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
-        if callback.verdict.detector == "divergence" and _retry_at_half_lr(study, trial, params, callback.spec):
-            outcome += "; queued again at half the learning rate"
+        state, outcome = TrialState.PRUNED, f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
     else:
-        study.tell(trial, final)
-        outcome = f"complete, eval loss {final:.4f}"
+        state, outcome = TrialState.COMPLETE, f"complete, eval loss {run.final:.4f}"
+    if run.oom_retries:
+        outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
     _note(trial, outcome, params, callback)
+    study.tell(trial, run.final if state == TrialState.COMPLETE else None, state=state)
+    checkpoint.discard(trial, artifact_store)
+    if callback.verdict is not None and callback.verdict.detector == "divergence" \
+            and _retry_at_half_lr(study, trial, params, callback.spec):
+        outcome += "; queued again at half the learning rate"
     return outcome
 
 
-def run(study_name: str, url: str | None = None, threads: int | None = None) -> int:
-    """Work on the study until its budget is spent or a signal arrives; the exit code."""
+def run(study_name: str, url: str | None = None, threads: int | None = None, artifacts: str | None = None,
+        faults=None) -> int:
+    """Work on the study until its budget is spent or a signal arrives; the exit code.
+    `faults` (tests only) arms the model with injected errors, e.g. OutOfMemoryAbove."""
     stop = Stop()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
     study, spec = load(storage, study_name)
+    artifact_store = open_artifacts(storage, url, artifacts)
     quiet_libraries()
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from workers.train import TrialData
+    from workers.multi_gpu import device_info
+    from workers.train import Resident
 
-    data = TrialData(spec)
+    resident = Resident(spec)
+    device = device_info()
+    # The Trainer runs a full gc.collect() at every train() (0.3 s here, per trial, over the
+    # millions of objects torch and transformers import); frozen, they are no longer scanned.
+    gc.freeze()
     space = space_of(spec)
+    workdir = Path(tempfile.gettempdir()) / f"tunefleet-{os.getpid()}"
     failures = 0
-    while not stop():
-        trial = claim(study, storage, url)
-        if trial is None:
-            say("study budget spent; exiting")
-            break
-        started = time.time()
-        try:
-            params = suggest(trial, space)
-            final, callback = train(trial, params, spec, data, stop)
-            outcome = report(study, trial, params, final, callback)
-            failures = 0
-        except Exception as e:  # one broken trial must not leave it RUNNING or stop the worker
-            trial_error = f"{type(e).__name__}: {e}".splitlines()[0]
-            trial.set_user_attr(attrs.ERROR, trial_error)
-            study.tell(trial, state=TrialState.FAIL)
-            outcome, failures = f"failed: {trial_error}", failures + 1
-        say(f"trial {trial.number} {outcome} ({time.time() - started:.1f} s)")
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            say(f"{failures} trials failed in a row; stopping")
-            return 1
+    try:
+        while not stop():
+            started = time.time()
+            try:
+                trial = claim(study, storage, url, device)
+            except Exception as e:
+                if not outage.unreachable(e):
+                    raise
+                if not _wait_for_storage(study, e, stop):
+                    return 1
+                continue
+            if trial is None:
+                reason = budget.stop_reason(study, spec)
+                if reason is None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    time.sleep(min(spec.lease_seconds / 4, 5))  # a running trial may lose its lease and come back
+                    continue
+                say(f"{reason or 'study budget spent'}; exiting")
+                break
+            with leases.Heartbeat(storage, trial._trial_id, spec.lease_seconds) as lease:
+                outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
+                                           lambda: stop() or lease.lost, lease, faults, started)
+            if outcome is None:  # the storage stayed away
+                return 1
+            failures = failures + 1 if failed else 0
+            say(f"trial {trial.number} {outcome} ({time.time() - started:.1f} s)")
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                say(f"{failures} trials failed in a row; stopping")
+                return 1
+    except KeyError:
+        if study.study_name in optuna.get_all_study_names(storage):
+            raise
+        say(f"study '{study.study_name}' was deleted; exiting")
+        return 2
     return 0
+
+
+def _work_on(study, trial, spec, space, resident, artifact_store, workdir, should_stop, lease, faults,
+             claimed_at) -> tuple[str | None, bool]:
+    """Trains and reports one claimed trial: (outcome in words, or None if the storage
+    did not come back; whether the trial failed)."""
+    try:
+        params = suggest(trial, space)
+        result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
+                       faults=faults)
+        if lease.lost:
+            raise optuna.exceptions.UpdateFinishedTrialError("lease lost")
+        return report(study, trial, params, result, artifact_store, claimed_at=claimed_at), False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return "dropped: its lease ran out and it was queued again elsewhere", False
+    except Exception as e:
+        if not outage.unreachable(e):  # one broken trial must not leave it RUNNING or stop the worker
+            return _fail(study, trial, e, artifact_store), True
+        say(f"trial {trial.number} abandoned: the storage went away")  # its lease re-queues it
+        if not _wait_for_storage(study, e, should_stop):
+            return None, False
+        return "abandoned while the storage was away; it resumes from its checkpoint", False
+    finally:
+        shutil.rmtree(workdir / f"trial-{trial.number}", ignore_errors=True)
+
+
+def _wait_for_storage(study, error: Exception, stop, give_up_s: float = STORAGE_PATIENCE_S) -> bool:
+    """Waits for the storage to come back; False (after saying why) if it does not."""
+    say(f"storage unreachable ({type(error).__name__}); retrying for up to {give_up_s / 60:g} minutes")
+    if outage.wait_until_back(lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                              give_up_s, stop):
+        say("storage is back")
+        return True
+    if not stop():
+        say(f"storage unreachable for {give_up_s / 60:g} minutes; exiting")
+    return stop()
+
+
+def _fail(study, trial, error: Exception, artifact_store) -> str:
+    from workers.checkpoint import discard
+
+    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    try:
+        trial.set_user_attr(attrs.ERROR, message)
+        study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return f"failed: {message}"  # its lease ran out meanwhile: its checkpoint is another's now
+    try:
+        discard(trial, artifact_store)
+    except Exception:  # the store is what failed: nothing more to clean
+        pass
+    return f"failed: {message}"

@@ -43,7 +43,7 @@ from search import attrs
 from search.spec import Detectors, StudySpec
 from search.study import create, load, space_of
 from spaces.space import Param, starting_configs, suggest
-from storage import open_storage
+from storage import open_artifacts, open_storage
 
 METHODS = {
     "tunefleet": "(a) tunefleet default",
@@ -152,13 +152,14 @@ def _setup(method: str, problem, tc: TrialConfig, seed: int, budget: int, truth_
 _DATA: dict = {}
 
 
-def trial_data(spec: StudySpec):
-    """workers.train.TrialData, tokenized once per (dataset, trial config) in this process."""
-    from workers.train import TrialData
+def resident(spec: StudySpec):
+    """workers.train.Resident (data and base model), built once per (model, method, data config)."""
+    from workers.train import Resident
 
-    key = (spec.model, spec.dataset, spec.seq_len, spec.eval_fraction, spec.max_eval_examples, spec.seed)
+    key = (spec.model, spec.method, spec.dataset, spec.seq_len, spec.eval_fraction, spec.max_eval_examples,
+           spec.seed)
     if key not in _DATA:
-        _DATA[key] = TrialData(spec)
+        _DATA[key] = Resident(spec)
     return _DATA[key]
 
 
@@ -190,7 +191,7 @@ def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
         space = space_of(spec)
         how = {k: getattr(spec, k) for k in ("sampler", "pruner", "space_overrides", "queue_starting_configs")}
         how["detectors"] = "off" if spec.detectors == NO_DETECTORS else "on"
-        data = trial_data(spec)
+        warm, store = resident(spec), open_artifacts(storage, url)
         records, used, failures = [], 0, 0
         while used < budget and failures < 3:  # as the worker: three failed trials in a row end it
             trial = claim(study, storage, url)
@@ -199,8 +200,9 @@ def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
             t0 = time.time()
             params = suggest(trial, space)
             try:
-                final, callback = train(trial, params, spec, data, stop=lambda: False)
-                report(study, trial, params, final, callback)
+                run = train(trial, params, spec, warm, store, Path(tmp), should_stop=lambda: False)
+                report(study, trial, params, run, store)
+                callback = run.callback
                 verdict = callback.verdict.to_dict() if callback.verdict else None
                 steps = callback.verdict.step if callback.verdict else spec.max_steps
                 curve, failures = dict(callback.eval_losses), 0
@@ -241,7 +243,7 @@ def _run_hf(problem, seed, tc, budget):
     from transformers import AutoModelForCausalLM, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     spec = base_spec(problem, tc)
-    data = trial_data(spec)
+    data = resident(spec).data
 
     def model_init(trial=None):
         model = AutoModelForCausalLM.from_pretrained(problem.model_dir)
@@ -329,7 +331,9 @@ def sweep_point(problem, trial_config: dict, lr: float) -> float:
     study.enqueue_trial(config)
     trial = study.ask()
     params = suggest(trial, space)
-    final, _ = train(trial, params, spec, trial_data(spec), stop=lambda: False)
+    with tempfile.TemporaryDirectory(prefix="tunefleet-bench-") as tmp:
+        store = optuna.artifacts.FileSystemArtifactStore(tmp)
+        final = train(trial, params, spec, resident(spec), store, Path(tmp), should_stop=lambda: False).final
     return float("nan") if final is None else final
 
 

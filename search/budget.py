@@ -1,0 +1,54 @@
+"""Study-wide budgets: whether another trial may start, judged from the storage
+alone, so every worker and the coordinator reach the same answer."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def trials_spent(study: optuna.Study, spec) -> bool:
+    """All n_trials are taken (running ones included: one may yet come back, re-queued)."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials
+
+
+def stop_reason(study: optuna.Study, spec, now: float | None = None) -> str | None:
+    """Why no trial may start any more, whatever happens to the running ones; None if they may."""
+    now = time.time() if now is None else now
+    stop = study.user_attrs.get(attrs.STOP)
+    if stop:
+        return stop["reason"]
+    trials = study.get_trials(deepcopy=False)
+    used = gpu_hours(trials, now) if spec.max_gpu_hours else 0.0
+    if spec.max_gpu_hours and used >= spec.max_gpu_hours:
+        return f"GPU-hour budget spent ({used:.3f} of {spec.max_gpu_hours:g} h)"
+    created = study.user_attrs.get(attrs.CREATED)
+    if spec.max_wall_hours and created and (now - created) / 3600 >= spec.max_wall_hours:
+        return f"wall-time budget spent ({spec.max_wall_hours:g} h since the study was created)"
+    if spec.target_value is not None:
+        done = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        if done and min(done) <= spec.target_value:
+            return f"target reached (eval loss {min(done):.4f} <= {spec.target_value:g})"
+    return None
+
+
+def gpu_hours(trials, now: float) -> float:
+    """GPU time of every trial that ran, running ones up to now (one GPU per worker)."""
+    seconds = 0.0
+    for t in trials:
+        if t.datetime_start is None:
+            continue
+        end = t.datetime_complete.timestamp() if t.datetime_complete else now
+        seconds += max(0.0, end - t.datetime_start.timestamp())
+    return seconds / 3600
+
+
+def stop(study: optuna.Study, reason: str) -> None:
+    """Drain the study: running trials finish, none starts."""
+    study.set_user_attr(attrs.STOP, {"reason": reason, "at": time.time()})

@@ -1,0 +1,106 @@
+"""Leases on running trials: a worker renews its trial's lease while it trains;
+a trial whose lease has run out is failed and queued again, to resume from its
+last checkpoint on whichever worker claims it next.
+
+Any process may collect expired leases (workers do, before each claim); the
+study-wide claim lock makes one of them do it once. A worker that comes back
+after its lease ran out finds its trial finished: Optuna refuses every write
+to it, so the late worker cannot overwrite the trial that replaced it.
+Expiry compares the holder's clock with the collector's: machines must agree
+on the time to well within a lease (NTP does; leases last minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs
+
+
+def holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def renew(storage, trial_id: int, seconds: float) -> None:
+    """Raises optuna's UpdateFinishedTrialError once the trial is no longer running."""
+    storage.set_trial_system_attr(trial_id, attrs.LEASE, {"expires": time.time() + seconds, "holder": holder()})
+
+
+def expired(study: optuna.Study, lease_seconds: float, now: float | None = None) -> list:
+    """Running trials whose lease ran out (a trial never leased expires lease_seconds after its start)."""
+    now = time.time() if now is None else now
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        lease = t.system_attrs.get(attrs.LEASE)
+        expires = lease["expires"] if lease else t.datetime_start.timestamp() + lease_seconds
+        if expires < now:
+            out.append(t)
+    return out
+
+
+def requeue_expired(study: optuna.Study, spec) -> list[int]:
+    """Fails trials with expired leases and queues each again (same params, resumed from
+    its checkpoint) unless it was resumed max_resumes times already; their numbers.
+    Call under the claim lock."""
+    requeued = []
+    for t in expired(study, spec.lease_seconds):
+        holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, attrs.ERROR,
+                                               f"lease expired: worker {holder_} stopped renewing it")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its worker finished it meanwhile
+        if resumes(study, t) < spec.max_resumes:
+            queue_resume(study, t, "lease expired")
+            requeued.append(t.number)
+    return requeued
+
+
+def queue_resume(study: optuna.Study, trial, why: str) -> None:
+    """Queues the trial's params again, marked to resume from its checkpoint."""
+    study.enqueue_trial(trial.params, user_attrs={attrs.SOURCE: f"resume of trial {trial.number} ({why})",
+                                                  attrs.RESUME_OF: trial.number})
+
+
+def resumes(study: optuna.Study, trial) -> int:
+    """How many times this trial's run was resumed already."""
+    n, by_number = 0, None
+    while attrs.RESUME_OF in trial.user_attrs:
+        by_number = by_number or {t.number: t for t in study.get_trials(deepcopy=False)}
+        trial, n = by_number[trial.user_attrs[attrs.RESUME_OF]], n + 1
+    return n
+
+
+class Heartbeat:
+    """Renews a trial's lease every quarter lease in a thread; `lost` once it no longer can."""
+
+    def __init__(self, storage, trial_id: int, lease_seconds: float):
+        self.storage, self.trial_id, self.lease_seconds = storage, trial_id, lease_seconds
+        self.lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{trial_id}")
+
+    def __enter__(self):  # the claim took the first lease
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self):
+        while not self._done.wait(self.lease_seconds / 4):
+            try:
+                renew(self.storage, self.trial_id, self.lease_seconds)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.lost = True  # collected by another process: stop working on it
+                return
+            except Exception:  # the database is briefly away: the next beat tries again
+                continue

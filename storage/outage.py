@@ -1,0 +1,36 @@
+"""Telling a storage that is briefly away from a real error, and waiting for it."""
+
+from __future__ import annotations
+
+import time
+
+
+def unreachable(error: BaseException) -> bool:
+    """The database (or the filesystem of a journal) could not be reached: worth waiting for."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    while error is not None:
+        # OSError covers connection resets and timeouts, and a journal on a network filesystem.
+        if isinstance(error, (OperationalError, InterfaceError)) or (
+                isinstance(error, OSError) and not isinstance(error, FileNotFoundError)):
+            return True
+        # Only the explicit cause (Optuna wraps the driver's error `from` it): an error raised
+        # while handling an outage, such as the KeyError of a study deleted meanwhile, is no outage.
+        error = error.__cause__
+    return False
+
+
+def wait_until_back(probe, give_up_s: float, should_stop=lambda: False) -> bool:
+    """Calls probe() with a backoff of 1 s doubling to 30 s until it passes (True),
+    the time is up or should_stop() (False). Other errors than an outage propagate."""
+    delay, deadline = 1.0, time.time() + give_up_s
+    while not should_stop() and time.time() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.time())))
+        try:
+            probe()
+            return True
+        except Exception as e:
+            if not unreachable(e):
+                raise
+        delay = min(2 * delay, 30.0)
+    return False

@@ -1,0 +1,121 @@
+"""Chaos, bounded: PostgreSQL restarted under a running worker. The worker waits
+for it, abandons the trial it could not report (its lease runs out), and the
+study completes with every trial finished once and nothing stuck."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from conftest import start_tunefleet, tunefleet
+from optuna.trial import TrialState
+
+from storage import open_storage
+
+
+def test_postgresql_restart_mid_study(tiny, tmp_path, private_postgres):
+    model, dataset = tiny
+    url = private_postgres.url()
+    assert tunefleet("study", "create", "chaos", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 3, "--max-steps", 40, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 3,
+                     "--storage", url, cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="chaos", storage=open_storage(url))
+    worker = start_tunefleet("worker", "chaos", "--threads", 1, "--storage", url, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
+        assert time.time() < deadline and worker.poll() is None, "no trial reached an evaluation"
+        time.sleep(0.2)
+    private_postgres.stop()
+    time.sleep(6)  # longer than the lease: the trial must be re-queued, not continued
+    private_postgres.start()
+    log = worker.communicate(timeout=240)[0]
+    assert worker.returncode == 0, log
+    assert "storage unreachable" in log and "storage is back" in log, log
+    assert "Traceback" not in log
+
+    study = optuna.load_study(study_name="chaos", storage=open_storage(url))
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert [t for t in trials if t.state == TrialState.FAIL], "the cut-off trial failed and was re-queued"
+
+
+def test_five_sigkills_in_one_study_lose_nothing(tiny, tmp_path, pg_url):
+    import json
+    import signal
+
+    from search import attrs
+    from storage import open_artifacts
+
+    model, dataset = tiny
+    assert tunefleet("study", "create", "kills", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 2, "--max-steps", 60, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 2,
+                     "--max-resumes", 10, "--pruner", "none", "--storage", pg_url, cwd=tmp_path).returncode == 0
+    storage = open_storage(pg_url)
+    study = optuna.load_study(study_name="kills", storage=storage)
+    seen: set[str] = set()
+    for kill in range(5):
+        worker = start_tunefleet("worker", "kills", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
+        deadline = time.time() + 120
+        while True:  # a checkpoint this worker wrote: it made progress before it dies
+            running = study.get_trials(states=(TrialState.RUNNING,))
+            pointers = [t.system_attrs.get(attrs.CHECKPOINT) for t in running]
+            fresh = [p for p in pointers if p and p["artifact"] not in seen]
+            if fresh:
+                seen.update(p["artifact"] for p in fresh)
+                break
+            assert time.time() < deadline and worker.poll() is None, f"kill {kill}: no progress"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        time.sleep(2.2)  # the lease runs out
+    last = tunefleet("worker", "kills", "--threads", 1, "--storage", pg_url, cwd=tmp_path, timeout=300)
+    assert last.returncode == 0, last.stderr
+
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 2, [(t.number, t.state.name) for t in trials]
+    assert states.count(TrialState.FAIL) == 5 and TrialState.RUNNING not in states and TrialState.WAITING not in states
+    store = open_artifacts(storage, pg_url)
+    for t in finished:  # a detector may end one early: then its run stops at its verdict's step
+        end = t.user_attrs[attrs.PRUNE]["step"] if t.state == TrialState.PRUNED else 60
+        assert sorted(t.intermediate_values) == list(range(10, end + 1, 10)), "no intermediate value lost"
+        files = {json.loads(v)["filename"]: json.loads(v)["artifact_id"]
+                 for k, v in t.system_attrs.items() if k.startswith("artifacts:")}
+        with store.open_reader(files[f"trial-{t.number}-curves.json"]) as f:
+            steps = [s for s, _ in json.load(f)["series"]["train_loss"]]
+        assert steps == list(range(1, end + 1)), "one unbroken run, whatever the kills"
+
+
+def test_a_worker_frozen_past_its_lease_comes_back_without_harm(tiny, tmp_path, pg_url):
+    """SIGSTOP stands in for a worker cut off from the database: it cannot renew
+    its lease. Another worker resumes the trial; when the first wakes up it
+    finds its trial taken and drops it, writing nothing."""
+    import signal
+
+    model, dataset = tiny
+    assert tunefleet("study", "create", "frozen", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--max-steps", 80, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 2,
+                     "--pruner", "none", "--storage", pg_url, cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="frozen", storage=open_storage(pg_url))
+    first = start_tunefleet("worker", "frozen", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.1)
+    first.send_signal(signal.SIGSTOP)
+    before = study.get_trials()[0]
+    second = start_tunefleet("worker", "frozen", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
+    while len(study.get_trials(states=(TrialState.RUNNING,))) == 0 or study.get_trials()[0].state != TrialState.FAIL:
+        assert time.time() < deadline + 60 and second.poll() is None
+        time.sleep(0.1)
+    first.send_signal(signal.SIGCONT)  # back while the resumed trial runs
+    log_first, log_second = first.communicate(timeout=180)[0], second.communicate(timeout=180)[0]
+    assert first.returncode == 0 and second.returncode == 0, log_first + log_second
+    assert "trial 0 dropped" in log_first, log_first
+    dead, resumed = study.get_trials()
+    assert dead.state == TrialState.FAIL and resumed.state == TrialState.COMPLETE
+    assert dead.intermediate_values == before.intermediate_values, "the late worker wrote nothing"
+    assert sorted(resumed.intermediate_values) == list(range(10, 81, 10))

@@ -1,0 +1,104 @@
+"""Study-wide stopping and the coordinator: `study stop` drains the workers, the
+coordinator re-queues a dead worker's trial and stops a study at its budget."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import time
+
+import optuna
+from conftest import start_tunefleet, tunefleet
+from optuna.trial import TrialState
+
+from search import attrs, budget
+from search.spec import StudySpec
+from storage import open_storage
+
+
+def _wait_for(condition, what: str, timeout: float, process=None):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"exited before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_study_stop_drains_the_workers_and_resume_starts_it_again(tiny, tmp_path):
+    model, dataset = tiny
+    assert tunefleet("study", "create", "drain", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 8, "--max-steps", 30, "--eval-steps", 10, "--seq-len", 48,
+                     cwd=tmp_path).returncode == 0
+    worker = start_tunefleet("worker", "drain", "--threads", 1, cwd=tmp_path)
+    study = optuna.load_study(study_name="drain", storage=open_storage(f"journal:{tmp_path}/.tunefleet/journal.log"))
+    _wait_for(lambda: any(t.state.is_finished() for t in study.get_trials()), "a finished trial", 120, worker)
+    stopped = tunefleet("study", "stop", "drain", cwd=tmp_path)
+    assert stopped.returncode == 0 and "no new trial starts" in stopped.stdout
+    log = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 0 and "stopped by request; exiting" in log, log
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len([t for t in trials if t.state.is_finished()]) < 8
+    status = json.loads(tunefleet("status", "drain", "--json", cwd=tmp_path).stdout)
+    assert status["stopped"] == "stopped by request"
+    resumed = tunefleet("study", "create", "drain", "--model", model, "--dataset", dataset, "--method", "lora",
+                        "--n-trials", 8, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(tunefleet("status", "drain", "--json", cwd=tmp_path).stdout)["stopped"] is None
+
+
+def test_coordinator_requeues_a_dead_workers_trial_and_stops_at_the_target(tiny, tmp_path, pg_url):
+    model, dataset = tiny
+    assert tunefleet("study", "create", "fleet", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 5, "--max-steps", 40, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 2,
+                     "--target-value", 100, "--storage", pg_url, cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="fleet", storage=open_storage(pg_url))
+    worker = start_tunefleet("worker", "fleet", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
+    _wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), "a running trial", 120, worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    time.sleep(2.5)  # the lease runs out
+
+    swept = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
+    assert swept.returncode == 0 and "fleet: trial 0 lost its lease" in swept.stderr, swept.stderr
+    dead, queued = study.get_trials()
+    assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.user_attrs[attrs.RESUME_OF] == 0
+    again = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
+    assert "lost its lease" not in again.stderr, "restarted, it does nothing twice"
+
+    worked = tunefleet("worker", "fleet", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
+    assert worked.returncode == 0 and "target reached" in worked.stderr, worked.stderr
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE], "none after the target"
+    swept = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
+    assert "fleet: stopped: target reached" in swept.stderr
+    assert "target reached" in study.user_attrs[attrs.STOP]["reason"]
+
+
+def _ran(minutes_ago_start: float, minutes_ago_end: float | None, now: float):
+    at = lambda m: datetime.datetime.fromtimestamp(now - 60 * m)  # noqa: E731
+    return optuna.trial.FrozenTrial(
+        number=0, trial_id=0, state=TrialState.COMPLETE if minutes_ago_end is not None else TrialState.RUNNING,
+        value=1.0 if minutes_ago_end is not None else None, datetime_start=at(minutes_ago_start),
+        datetime_complete=at(minutes_ago_end) if minutes_ago_end is not None else None,
+        params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={})
+
+
+def test_gpu_hour_and_wall_budgets():
+    now = time.time()
+    spec = StudySpec(model="m", dataset="d", method="lora", n_examples=100, max_gpu_hours=1.0)
+    study = optuna.create_study()
+    for trial in (_ran(50, 40, now), _ran(40, 10, now)):  # 10 + 30 minutes
+        study.add_trial(trial)
+    assert abs(budget.gpu_hours(study.get_trials(), now) - 40 / 60) < 1e-6
+    assert budget.stop_reason(study, spec, now) is None
+    # A running trial counts up to now: one started 25 minutes ago crosses the hour.
+    assert abs(budget.gpu_hours(study.get_trials() + [_ran(25, None, now)], now) - 65 / 60) < 1e-6
+    study.add_trial(_ran(25, 0, now))
+    assert budget.stop_reason(study, spec, now).startswith("GPU-hour budget spent (1.083 of 1 h)")
+
+    spec = StudySpec(model="m", dataset="d", method="lora", n_examples=100, max_wall_hours=2.0)
+    study.set_user_attr(attrs.CREATED, now - 3600)
+    assert budget.stop_reason(study, spec, now) is None
+    assert budget.stop_reason(study, spec, now + 3601).startswith("wall-time budget spent")

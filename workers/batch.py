@@ -1,0 +1,41 @@
+"""The micro-batch a worker trains a trial with: the largest its device holds,
+chosen by the memory estimate first and lowered by out-of-memory errors after.
+Micro-batch x accumulation is always exactly the trial's effective batch."""
+
+from __future__ import annotations
+
+from search.spec import StudySpec
+from spaces import memory
+from spaces.export import split_batch
+
+HEADROOM = 0.9  # of the free memory: the estimate is an estimate
+
+
+def first_micro_batch(spec: StudySpec, params: dict, free_bytes: float | None) -> int:
+    """The largest micro-batch up to the study's maximum whose estimated peak fits in the
+    free memory; with no measure of free memory (CPU), the study's maximum. Never below
+    1: whether micro-batch 1 fits is for the device to say, not the estimate."""
+    micro, _ = split_batch(params["batch_size"], spec.max_micro_batch)
+    if free_bytes is None:
+        return micro
+    from spaces.model import dimensions, parameter_count, read_model_config
+
+    dims = dimensions(read_model_config(spec.model))
+    n_params, n_embedding = parameter_count(spec.model)
+    extra = {k: params[k] for k in ("lora_r", "num_virtual_tokens") if k in params}
+    while micro > 1 and memory.total(memory.estimate(spec.method, dims, spec.n_params or n_params, n_embedding,
+                                                     micro, spec.seq_len, checkpointing=False,
+                                                     **extra)) > HEADROOM * free_bytes:
+        micro = smaller(micro, params["batch_size"])
+    return micro
+
+
+def smaller(micro: int, effective: int) -> int | None:
+    """The next micro-batch to try after an out-of-memory error (about half), None below 1."""
+    return split_batch(effective, micro // 2)[0] if micro > 1 else None
+
+
+def free_device_memory() -> float | None:
+    import torch
+
+    return float(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else None
