@@ -130,14 +130,32 @@ def study_stop(name, storage_url):
 
 
 @cli.command()
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between passes over the studies.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes over the studies.")
 @click.option("--once", is_flag=True, help="One pass, then exit (for cron or a check).")
+@click.option("--serve", metavar="HOST:PORT",
+              help="Serve the storage and artifacts to workers (they take --storage grpc://HOST:PORT).")
+@click.option("--connections", default=16, show_default=True, type=click.IntRange(2, 1000),
+              help="Database connections of this process, whatever the number of workers it serves.")
+@click.option("--artifacts", type=click.Path(file_okay=False), help="Artifact directory to serve (default: beside the storage).")
 @storage_option
-def coordinator(interval, once, storage_url):
-    """Re-queue trials of dead workers and stop studies at their budgets, for every study."""
-    from search.coordinator import run
+def coordinator(interval, once, serve, connections, artifacts, storage_url):
+    """Re-queue trials of dead workers, queue trials for live ones, stop studies at their budgets."""
+    import optuna
 
-    sys.exit(run(_open(storage_url), storage_url, interval, once))
+    from search.coordinator import run
+    from storage import open_storage, resolve_url
+
+    address = None
+    if serve:
+        host, _, port = serve.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"--serve takes HOST:PORT, not '{serve}'")
+        if not resolve_url(storage_url).startswith("postgresql"):
+            raise InputError("--serve needs a PostgreSQL storage (--storage postgresql://...)")
+        address = (host, int(port))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sys.exit(run(open_storage(storage_url, connections=connections), storage_url, interval, once, address, artifacts,
+                 threads=connections + 4))
 
 
 @cli.command()
@@ -258,6 +276,33 @@ def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus):
 
         faults = OutOfMemoryAbove(inject_oom_above)
     sys.exit(run(name, storage_url, threads, artifacts, faults))
+
+
+@cli.command("ray-workers")
+@click.argument("name")
+@click.option("--address", required=True, help="The existing Ray cluster: HOST:PORT of its head, ray://... or auto.")
+@click.option("--num-workers", type=click.IntRange(min=1), help="Place this many workers.")
+@click.option("--fill", is_flag=True,
+              help="Place as many workers as the free resources allow, and more as nodes join, until the budget is spent.")
+@click.option("--gpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--cpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--threads", type=int, default=None,
+              help="CPU threads for torch, per worker (default: Ray's OMP_NUM_THREADS, from --cpus-per-worker).")
+@storage_option
+@artifacts_option
+def ray_workers(name, address, num_workers, fill, gpus_per_worker, cpus_per_worker, threads, storage_url, artifacts):
+    """Run workers of study NAME as actors on a Ray cluster until its budget is spent; each sees the
+    GPUs Ray gives it. The cluster's nodes need tunefleet, and the storage, model and dataset."""
+    if (num_workers is None) != fill:
+        raise InputError("give one of --num-workers N and --fill")
+    if fill and not gpus_per_worker and not cpus_per_worker:
+        raise InputError("--fill needs --gpus-per-worker or --cpus-per-worker above 0, to know when it is full")
+    from workers.ray_fleet import launch
+
+    forwarded = [name] + [a for flag, value in (("--threads", threads),
+                                                ("--artifacts", artifacts and Path(artifacts).absolute()))
+                          if value is not None for a in (flag, str(value))]
+    sys.exit(launch(name, address, storage_url, forwarded, num_workers, cpus_per_worker, gpus_per_worker))
 
 
 @cli.command()

@@ -1,9 +1,12 @@
 """The coordinator: one long-running process per deployment that, for every
-tunefleet study in the storage, re-queues trials whose worker's lease ran out
-and stops studies whose budget is spent. All its state is in the storage, so
-it can be restarted at any moment; workers do the same checks at each claim,
-so a deployment without a coordinator is still correct, only slower to
-notice a dead worker while nobody claims."""
+tunefleet study in the storage, re-queues trials whose worker's lease ran out,
+keeps trials queued for the workers it serves (search/ready.py) and stops
+studies whose budget is spent; with --serve it is also the storage proxy of workers that hold
+no database connection (storage/proxy.py). All its state is in the storage, so
+it can be restarted at any moment. Workers with their own database connection
+do the same checks at each claim, so a deployment of those without a
+coordinator is still correct, only slower to notice a dead worker while
+nobody claims."""
 
 from __future__ import annotations
 
@@ -13,17 +16,18 @@ import time
 
 import optuna
 
-from search import attrs, budget, leases
+from search import attrs, budget, leases, ready
 from search.spec import StudySpec
-from storage import claim_lock
+from storage import claim_lock, open_artifacts
 
 
 def say(message: str) -> None:
     print(f"[coordinator] {message}", file=sys.stderr, flush=True)
 
 
-def sweep(storage, url) -> list[str]:
-    """One pass over all studies; what it did, in words."""
+def sweep(storage, url, window_s: float = 10.0, queue: bool = False) -> list[str]:
+    """One pass over all studies; what it did, in words. With `queue` (workers behind the
+    proxy), trials are queued for the demand of the last `window_s` seconds."""
     events = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if attrs.SPEC not in summary.user_attrs:
@@ -37,20 +41,31 @@ def sweep(storage, url) -> list[str]:
             if reason:
                 budget.stop(study, reason)
                 events.append(f"{study.study_name}: stopped: {reason}")
+            if queue:  # workers with their own connection create trials themselves
+                ready.top_up(study, spec, window_s)
     return events
 
 
-def run(storage, url, interval: float, once: bool = False) -> int:
+def run(storage, url, interval: float, once: bool = False, serve: tuple[str, int] | None = None,
+        artifacts: str | None = None, threads: int = 8) -> int:
+    from storage import proxy
+
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    say(f"watching every {interval:g} s")
-    while not stopping:
-        for event in sweep(storage, url):
-            say(event)
-        if once:
-            break
-        deadline = time.time() + interval
-        while not stopping and time.time() < deadline:
-            time.sleep(min(0.2, interval))
+    shared = optuna.storages.get_storage(storage)  # one cache of finished trials for sweeps and proxy
+    server = proxy.start(shared, open_artifacts(storage, url, artifacts), *serve, threads) if serve else None
+    say(f"watching every {interval:g} s" + (f"; serving workers at grpc://{serve[0]}:{serve[1]}" if serve else ""))
+    try:
+        while not stopping:
+            for event in sweep(shared, url, window_s=2 * interval, queue=server is not None):
+                say(event)
+            if once:
+                break
+            deadline = time.time() + interval
+            while not stopping and time.time() < deadline:
+                time.sleep(min(0.2, interval))
+    finally:
+        if server is not None:
+            server.stop(grace=5).wait()
     return 0

@@ -2,7 +2,8 @@
 
 Embedded journal: a directory next to the journal file. PostgreSQL: a table in
 the same database, so a worker on any machine that reaches the database
-reaches the checkpoints too, with nothing else to mount. A directory given
+reaches the checkpoints too, with nothing else to mount. A coordinator's
+address (grpc://): its artifact service, in front of its own store. A directory given
 explicitly (a shared filesystem, say, for full fine-tuning checkpoints of
 many GB) overrides both.
 """
@@ -14,16 +15,23 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from storage.urls import journal_path, resolve_url
+from storage.urls import grpc_address, journal_path, resolve_url
 
 
 def open_artifacts(storage: optuna.storages.BaseStorage, url: str | None = None, directory: str | None = None):
     """An Optuna ArtifactStore for the storage opened from `url`."""
     if directory:
         return _directory(Path(directory).expanduser().absolute())
-    journal = journal_path(resolve_url(url))
+    url = resolve_url(url)
+    journal = journal_path(url)
     if journal is not None:
         return _directory(journal.parent / "artifacts")
+    address = grpc_address(url)
+    if address is not None:
+        from storage.grpc_artifacts import GrpcArtifactStore
+
+        return GrpcArtifactStore(*address)
+    storage = getattr(storage, "_backend", storage)  # an RDBStorage behind Optuna's cache
     if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
         from storage.pg_artifacts import PostgresArtifactStore
 

@@ -1,5 +1,8 @@
 """A study-wide lock held while a worker checks the budget and claims a trial,
-so that N workers never claim more than the study's n_trials between them."""
+so that N workers never claim more than the study's n_trials between them.
+
+It yields whether it holds the lock. Behind a coordinator's proxy it cannot:
+there workers only take the trials the coordinator queued (search/ready.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +12,29 @@ import zlib
 
 import optuna
 
-from storage.urls import journal_path, resolve_url
+from storage.urls import grpc_address, journal_path, resolve_url
 
 
 @contextlib.contextmanager
 def claim_lock(storage: optuna.storages.BaseStorage, url: str | None, study_name: str):
     key = zlib.crc32(study_name.encode())
-    journal = journal_path(resolve_url(url))
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
+    url = resolve_url(url)
+    journal = journal_path(url)
+    rdb = getattr(storage, "_backend", storage)  # an RDBStorage behind Optuna's cache
+    if isinstance(rdb, optuna.storages.RDBStorage) and rdb.engine.dialect.name == "postgresql":
         from sqlalchemy import text
 
-        with storage.engine.begin() as conn:  # the lock ends with this transaction
+        with rdb.engine.begin() as conn:  # the lock ends with this transaction
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            yield
+            yield True
     elif journal is not None:
         with open(f"{journal}.claim-{key}.lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                yield
+                yield True
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+    elif grpc_address(url) is not None:
+        yield False
     else:  # SQLite and others serialise writes themselves; a rare over-claim is tolerated
-        yield
+        yield True

@@ -6,29 +6,52 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
 from storage.errors import StorageError
-from storage.urls import journal_path, redact, resolve_url, scrub
+from storage.urls import grpc_address, journal_path, redact, resolve_url, scrub
 
 CONNECT_TIMEOUT_S = 5
 
 
-def open_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None = None, connections: int = 3) -> optuna.storages.BaseStorage:
+    """The storage at `url`; a database storage holds at most `connections` connections."""
     url = resolve_url(url)
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    address = grpc_address(url)
+    if address is not None:
+        return _proxy(*address)
     # A worker needs at most three connections at once (the claim lock's transaction, the
     # claim itself, the lease heartbeat); SQLAlchemy's default pool would allow fifteen.
     # pool_pre_ping: a connection idle through an hours-long trial is checked before use.
     engine_kwargs = {"pool_pre_ping": True}
     if not url.startswith("sqlite"):
-        engine_kwargs.update(pool_size=2, max_overflow=1)
+        engine_kwargs.update(pool_size=connections - 1, max_overflow=1)
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as e:  # SQLAlchemy, the driver, or Optuna's schema check
         raise StorageError(f"cannot open storage {redact(url)}: {_reason(e, url)}") from None
+
+
+def _proxy(host: str, port: int) -> optuna.storages.BaseStorage:
+    """A coordinator's storage proxy (search/serve.py): many workers, few database connections."""
+    import warnings
+
+    import grpc
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import GrpcStorageProxy
+
+    with warnings.catch_warnings():  # experimental since Optuna 4.2; pinned by our tests
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        proxy = GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=CONNECT_TIMEOUT_S)
+    except (grpc.FutureTimeoutError, ConnectionError):
+        raise StorageError(f"cannot reach the coordinator at grpc://{host}:{port} "
+                           f"(no answer in {CONNECT_TIMEOUT_S} s; is `tunefleet coordinator --serve` running?)") from None
+    return proxy
 
 
 def _reason(error: Exception, url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 
@@ -10,6 +11,8 @@ def unreachable(error: BaseException) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     while error is not None:
+        if _grpc_unavailable(error):  # the coordinator, or the database behind it
+            return True
         # OSError covers connection resets and timeouts, and a journal on a network filesystem.
         if isinstance(error, (OperationalError, InterfaceError)) or (
                 isinstance(error, OSError) and not isinstance(error, FileNotFoundError)):
@@ -18,6 +21,12 @@ def unreachable(error: BaseException) -> bool:
         # while handling an outage, such as the KeyError of a study deleted meanwhile, is no outage.
         error = error.__cause__
     return False
+
+
+def _grpc_unavailable(error: BaseException) -> bool:
+    grpc = sys.modules.get("grpc")  # imported only by storages behind a coordinator
+    return grpc is not None and isinstance(error, grpc.RpcError) and hasattr(error, "code") and \
+        error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def wait_until_back(probe, give_up_s: float, should_stop=lambda: False) -> bool:

@@ -36,6 +36,21 @@ def journal_path(url: str) -> Path | None:
     return Path(url[len("journal:"):].removeprefix("//")).expanduser().absolute()
 
 
+def grpc_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a coordinator's storage proxy URL, grpc://HOST:PORT, else None."""
+    if not url.startswith("grpc://"):
+        return None
+    host, _, port = url[len("grpc://"):].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"a coordinator's address is grpc://HOST:PORT, not {url}")
+    return host, int(port)
+
+
+def behind_coordinator(url: str | None) -> bool:
+    """Workers on this storage reach the database through the coordinator's proxy."""
+    return grpc_address(resolve_url(url)) is not None
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ***."""
     return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)  # to the last @: passwords may hold one

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,11 +25,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs, budget, leases
+from search import attrs, budget, leases, ready
 from search.spec import StudySpec
 from search.study import load, space_of
 from spaces.space import suggest
-from storage import claim_lock, open_artifacts, open_storage, outage
+from storage import behind_coordinator, claim_lock, open_artifacts, open_storage, outage
 from workers.quiet import quiet_libraries
 
 MAX_CONSECUTIVE_FAILURES = 3
@@ -55,16 +56,21 @@ def say(message: str) -> None:
 
 
 def claim(study: optuna.Study, storage, url, device: dict | None = None) -> optuna.Trial | None:
-    """The next trial, or None once the study's budget is spent. Trials whose
-    worker's lease ran out are queued again first."""
-    with claim_lock(storage, url, study.study_name):
+    """The next trial, or None if the study's budget is spent or (behind a coordinator)
+    none is queued for now. Trials whose worker's lease ran out are queued again first."""
+    with claim_lock(storage, url, study.study_name) as locked:
         # Re-read: `study create --resume` may have raised the budget meanwhile.
         spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
-        for number in leases.requeue_expired(study, spec):
-            say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
-        if budget.stop_reason(study, spec) or budget.trials_spent(study, spec):
+        if not locked:  # behind the coordinator, which re-queues, enforces budgets and queues trials
+            trial = ready.pop(study)
+        else:
+            for number in leases.requeue_expired(study, spec):
+                say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
+            if budget.stop_reason(study, spec) or budget.trials_spent(study, spec):
+                return None
+            trial = study.ask()
+        if trial is None:
             return None
-        trial = study.ask()
         leases.renew(storage, trial._trial_id, spec.lease_seconds)
     trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(),
                                        **(device or {})})
@@ -226,6 +232,7 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
     space = space_of(spec)
     workdir = Path(tempfile.gettempdir()) / f"tunefleet-{os.getpid()}"
     failures = 0
+    queued_only = behind_coordinator(url)  # takes trials the coordinator queued; creates none
     try:
         while not stop():
             started = time.time()
@@ -238,6 +245,9 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                     return 1
                 continue
             if trial is None:
+                if queued_only and ready.more_may_come(study):
+                    time.sleep(random.uniform(0.5, 1.5))  # the coordinator queues trials as workers take them
+                    continue
                 reason = budget.stop_reason(study, spec)
                 if reason is None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(min(spec.lease_seconds / 4, 5))  # a running trial may lose its lease and come back

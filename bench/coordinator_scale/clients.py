@@ -1,0 +1,99 @@
+"""One process of simulated workers for bench/coordinator_scale: THREADS clients,
+each with its own storage client, looping claim -> report x2 -> finish until the
+study's budget is spent. Prints one JSON document: latencies and errors.
+
+tunefleet: the worker's own claim (workers.worker.claim) through the coordinator's
+proxy. plain: Optuna's RDBStorage straight to PostgreSQL, ask/tell, each client
+checking the budget before it asks (no lock: what a plain fleet does).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+
+import optuna
+
+from search.budget import COUNTED
+from search.spec import StudySpec
+from search.study import space_of
+from spaces.space import suggest
+
+
+def client(mode: str, url: str, name: str, trial_s: float, deadline: float, out: dict, lock) -> None:
+    from storage import open_storage
+    from workers.worker import claim
+
+    ops = {"claim": [], "wait": [], "report": [], "finish": []}
+    errors, finished = [], 0
+    storage = study = None
+    while time.time() < deadline:
+        try:
+            if study is None:
+                storage = open_storage(url) if mode == "tunefleet" else optuna.storages.RDBStorage(url)
+                study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                                          pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+                spec = StudySpec.from_dict(study.user_attrs["tunefleet.spec"])
+                space = space_of(spec)
+            wanted = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                if mode == "tunefleet":
+                    trial = claim(study, storage, url)
+                elif len(study.get_trials(deepcopy=False, states=COUNTED)) < spec.n_trials:
+                    trial = study.ask()
+                else:
+                    trial = None
+                if trial is not None:
+                    suggest(trial, space)
+                    ops["claim"].append(time.perf_counter() - t0)
+                    break
+                if _spent(study, spec) or time.time() > deadline:
+                    break
+                time.sleep(random.uniform(0.5, 1.5))  # the worker's wait for the coordinator's queue
+            if trial is None:
+                break
+            ops["wait"].append(time.perf_counter() - wanted)
+            for step in (1, 2):  # an evaluation, as the worker's PruningCallback reports it
+                time.sleep(trial_s / 2)
+                t0 = time.perf_counter()
+                trial.report(random.random(), step)
+                trial.should_prune()
+                ops["report"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            study.tell(trial, random.random())
+            ops["finish"].append(time.perf_counter() - t0)
+            finished += 1
+        except Exception as e:  # counted, and the client goes on, as a worker would
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            time.sleep(0.5)
+    with lock:
+        for k, v in ops.items():
+            out["ops"][k] += v
+        out["errors"] += errors
+        out["finished"] += finished
+
+
+def _spent(study, spec) -> bool:
+    return len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials
+
+
+def main() -> None:
+    mode, url, name, threads, trial_s, deadline = sys.argv[1:7]
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    out, lock = {"ops": {"claim": [], "wait": [], "report": [], "finish": []}, "errors": [], "finished": 0}, \
+        threading.Lock()
+    workers = [threading.Thread(target=client, args=(mode, url, name, float(trial_s), float(deadline), out, lock))
+               for _ in range(int(threads))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Coordinator scale: claim, report and finish latency and throughput of a fleet of
+simulated workers, through the coordinator's proxy (tunefleet) and as plain Optuna
+RDBStorage clients, against one PostgreSQL (max_connections 100, as installed).
+
+    python -m bench.coordinator_scale.run                  # the full grid, about 10 minutes
+    python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet
+
+Each cell: a fresh database cloned from a template holding a study with
+EXISTING finished trials; WORKERS clients (threads, over up to 8 processes)
+each run TRIALS_PER_WORKER trials of TRIAL_SECONDS (two reports, then the
+finish); the bench samples pg_stat_activity every 50 ms for the database's
+connections. Claim = the worker's claim of a trial with its params sampled
+(random sampler: the bench measures coordination, not TPE); wait = from wanting
+a trial to holding one (includes waits for the coordinator's queue); report =
+an intermediate value and the median pruner's verdict, as at an evaluation.
+Results: bench/coordinator_scale/results/<name>.json and a table printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psycopg2
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+STUDY = "scale"
+
+
+def _admin(sql: str, *args):
+    conn = psycopg2.connect(**ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        rows = cur.fetchall() if cur.description else None
+    conn.close()
+    return rows
+
+
+def _url(db: str) -> str:
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
+
+
+def template(existing: int) -> str:
+    """A database holding the study with `existing` finished trials (built once)."""
+    from search import attrs
+    from search.spec import StudySpec
+
+    db = f"bench_scale_template_{existing}"
+    if _admin("SELECT 1 FROM pg_database WHERE datname = %s", db):
+        return db
+    building = f"{db}_building"  # renamed once whole: a failed build is never taken for a template
+    _admin(f"DROP DATABASE IF EXISTS {building} WITH (FORCE)")
+    _admin(f"CREATE DATABASE {building}")
+    spec = StudySpec(model="tiny", dataset="data.jsonl", method="lora", n_examples=1000, n_params=1_000_000,
+                     hidden_size=64, sampler="random", queue_starting_configs=False, n_trials=max(1, existing))
+    storage = optuna.storages.RDBStorage(_url(building))
+    study = optuna.create_study(study_name=STUDY, storage=storage)
+    study.set_user_attr(attrs.SPEC, spec.to_dict())
+    study.set_user_attr(attrs.CREATED, time.time())
+    dist = optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)
+    study.add_trials([optuna.trial.create_trial(params={"learning_rate": 1e-4}, distributions={"learning_rate": dist},
+                                                value=float(i), intermediate_values={1: 1.0, 2: 0.5})
+                      for i in range(existing)])
+    storage.engine.dispose()
+    _admin(f"ALTER DATABASE {building} RENAME TO {db}")
+    return db
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cell(mode: str, workers: int, existing: int, a) -> dict:
+    from search import attrs
+    from search.spec import StudySpec
+
+    db = f"bench_scale_{mode}_{workers}_{existing}"
+    _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    _admin(f"CREATE DATABASE {db} TEMPLATE {template(existing)}")
+    n_trials = existing + workers * a.trials_per_worker
+    storage = optuna.storages.RDBStorage(_url(db))
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
+    spec.n_trials = n_trials
+    study.set_user_attr(attrs.SPEC, spec.to_dict())
+    storage.engine.dispose()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    coordinator, url = None, _url(db)
+    if mode == "tunefleet":
+        port = _free_port()
+        coordinator = subprocess.Popen([sys.executable, "-m", "search.cli", "coordinator", "--serve",
+                                        f"127.0.0.1:{port}", "--connections", str(a.connections), "--interval", "1",
+                                        "--storage", url], env=env, stderr=subprocess.PIPE, text=True)
+        url = f"grpc://127.0.0.1:{port}"
+        _wait_for_port(port)
+    processes = min(workers, a.processes)
+    deadline = time.time() + a.timeout
+    started = time.time()
+    clients = [subprocess.Popen([sys.executable, "-m", "bench.coordinator_scale.clients", mode, url, STUDY,
+                                 str(workers // processes + (i < workers % processes)), str(a.trial_seconds),
+                                 str(deadline)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True) for i in range(processes)]
+    peak = _watch_connections(db, clients)
+    wall = time.time() - started
+    outs = [json.loads(c.stdout.read()) for c in clients]
+    if coordinator is not None:
+        coordinator.terminate()
+        coordinator.wait(timeout=30)
+    final = optuna.load_study(study_name=STUDY, storage=optuna.storages.RDBStorage(_url(db)))
+    states = [t.state.name for t in final.get_trials(deepcopy=False)]
+    _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("claim", "wait", "report", "finish")}
+    errors = [e for o in outs for e in o["errors"]]
+    finished = sum(o["finished"] for o in outs)
+    return {
+        "mode": mode, "workers": workers, "existing": existing, "budget": n_trials - existing,
+        "finished": finished, "complete_in_storage": states.count("COMPLETE") - existing,
+        "running_left": states.count("RUNNING"), "wall_s": round(wall, 2),
+        "trials_per_s": round(finished / wall, 2), "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+        "peak_connections": peak,
+        **{f"{k}_ms": _percentiles(v) for k, v in ops.items()},
+    }
+
+
+def _percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    xs = sorted(xs)
+    at = lambda q: round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 1)  # noqa: E731
+    return {"n": len(xs), "p50": at(0.50), "p95": at(0.95), "max": round(1000 * xs[-1], 1)}
+
+
+def _wait_for_port(port: int) -> None:
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    sys.exit("the coordinator did not start")
+
+
+def _watch_connections(db: str, clients) -> int:
+    conn = psycopg2.connect(**ADMIN)
+    conn.autocommit = True
+    peak = 0
+    with conn.cursor() as cur:
+        while any(c.poll() is None for c in clients):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (db,))
+            peak = max(peak, cur.fetchone()[0])
+            time.sleep(0.05)
+    conn.close()
+    return peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", default="1,8,64,256")
+    p.add_argument("--existing", default="0,1000,5000")
+    p.add_argument("--modes", default="tunefleet,plain")
+    p.add_argument("--trials-per-worker", type=int, default=3)
+    p.add_argument("--trial-seconds", type=float, default=2.0)
+    p.add_argument("--processes", type=int, default=8)
+    p.add_argument("--connections", type=int, default=16, help="The coordinator's database connections.")
+    p.add_argument("--timeout", type=float, default=180.0, help="Seconds a cell may run.")
+    p.add_argument("--out", default=str(HERE / "results" / "grid.json"))
+    a = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rows = []
+    for existing in map(int, a.existing.split(",")):
+        for workers in map(int, a.workers.split(",")):
+            for mode in a.modes.split(","):
+                row = cell(mode, workers, existing, a)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "args": vars(a),
+              "max_connections": int(_admin("SHOW max_connections")[0][0]), "rows": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Artifacts through the coordinator: a gRPC service beside Optuna's storage proxy,
+so a worker that reaches the coordinator reaches the checkpoints too, holding no
+database connection. Raw bytes in 1 MiB chunks, no generated code; both sides here."""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Iterator
+
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+SERVICE = "tunefleet.Artifacts"
+CHUNK = 1 << 20  # under gRPC's default 4 MiB message limit
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file over a stream of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes], on_close=None):
+        self._chunks, self._pending, self._on_close = chunks, b"", on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            self._pending = next(self._chunks, b"")
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if self._on_close is not None and not self.closed:
+            self._on_close()
+        super().close()
+
+
+def handler(store):
+    """The server side, over any Optuna ArtifactStore."""
+    import grpc
+
+    def write(chunks, context):
+        store.write(dict(context.invocation_metadata())["artifact-id"], io.BufferedReader(_ChunkReader(chunks)))
+        return b""
+
+    def read(artifact_id: bytes, context):
+        try:
+            reader = store.open_reader(artifact_id.decode())
+        except ArtifactNotFound as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        with reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
+
+    def remove(artifact_id: bytes, context):
+        try:
+            store.remove(artifact_id.decode())
+        except ArtifactNotFound as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return b""
+
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Write": grpc.stream_unary_rpc_method_handler(write),
+        "Read": grpc.unary_stream_rpc_method_handler(read),
+        "Remove": grpc.unary_unary_rpc_method_handler(remove),
+    })
+
+
+class GrpcArtifactStore:
+    """The worker side: an Optuna ArtifactStore at the coordinator's address."""
+
+    def __init__(self, host: str, port: int):
+        import grpc
+
+        self._grpc = grpc
+        channel = grpc.insecure_channel(f"{host}:{port}")
+        self._write = channel.stream_unary(f"/{SERVICE}/Write")
+        self._read = channel.unary_stream(f"/{SERVICE}/Read")
+        self._remove = channel.unary_unary(f"/{SERVICE}/Remove")
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        stream = self._read(artifact_id.encode())
+        try:
+            first = next(stream, b"")
+        except self._grpc.RpcError as e:
+            raise self._not_found(e, artifact_id) from e
+        return io.BufferedReader(_ChunkReader(_then(first, stream), on_close=stream.cancel))
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self._write(iter(lambda: content_body.read(CHUNK), b""), metadata=(("artifact-id", artifact_id),))
+
+    def remove(self, artifact_id: str) -> None:
+        try:
+            self._remove(artifact_id.encode())
+        except self._grpc.RpcError as e:
+            raise self._not_found(e, artifact_id) from e
+
+    def _not_found(self, error, artifact_id: str) -> Exception:
+        if error.code() == self._grpc.StatusCode.NOT_FOUND:
+            return ArtifactNotFound(f"artifact {artifact_id} not found")
+        return error
+
+
+def _then(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest

@@ -1,0 +1,89 @@
+"""Workers behind the coordinator's proxy: a fleet of clients on a few database
+connections, artifacts through the coordinator, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tunefleet
+from test_bad_input import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_fleet_of_clients_through_the_proxy_stays_within_its_connections(pg_url, tmp_path):
+    """64 simulated workers (the bench's own clients) finish their budget exactly,
+    with no error, on the coordinator's 8 connections."""
+    out = tmp_path / "cell.json"
+    done = subprocess.run([sys.executable, "-m", "bench.coordinator_scale.run", "--workers", "64", "--existing", "0",
+                           "--modes", "tunefleet", "--trials-per-worker", "1", "--trial-seconds", "1",
+                           "--processes", "4", "--connections", "8", "--timeout", "150", "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["errors"] == 0, row["error_kinds"]
+    assert row["finished"] == row["complete_in_storage"] == 64 and row["running_left"] == 0, row
+    assert 1 <= row["peak_connections"] <= 8, row
+
+
+def test_artifacts_round_trip_through_the_coordinator(tmp_path):
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from storage import proxy
+    from storage.grpc_artifacts import CHUNK, GrpcArtifactStore
+
+    (tmp_path / "a").mkdir()
+    server = proxy.start(optuna.storages.InMemoryStorage(), FileSystemArtifactStore(str(tmp_path / "a")),
+                         "127.0.0.1", _free_port(), 4)
+    try:
+        store = GrpcArtifactStore("127.0.0.1", _PORT[0])
+        body = os.urandom(3 * CHUNK + 17)  # several chunks and a tail
+        store.write("big", io.BytesIO(body))
+        with store.open_reader("big") as f:
+            assert f.read() == body
+        store.write("empty", io.BytesIO(b""))
+        with store.open_reader("empty") as f:
+            assert f.read() == b""
+        store.remove("big")
+        with pytest.raises(ArtifactNotFound):
+            store.open_reader("big")
+        with pytest.raises(ArtifactNotFound):
+            store.remove("big")
+    finally:
+        server.stop(0)
+
+
+_PORT = [0]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        _PORT[0] = s.getsockname()[1]
+    return _PORT[0]
+
+
+def test_bad_serve_address_is_one_line(tmp_path, pg_url):
+    result = tunefleet("coordinator", "--serve", "nowhere", "--storage", pg_url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "--serve takes HOST:PORT")
+    result = tunefleet("coordinator", "--serve", "127.0.0.1:13999", cwd=tmp_path)  # the embedded journal
+    assert result.returncode == 2
+    assert_one_line_error(result, "--serve needs a PostgreSQL storage")
+
+
+def test_a_worker_without_its_coordinator_is_one_line(tmp_path):
+    port = _free_port()
+    result = tunefleet("worker", "any", "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "cannot reach the coordinator")
