@@ -12,17 +12,42 @@ from storage import open_artifacts, open_storage
 from storage import pg_artifacts
 
 
-@pytest.fixture(params=["postgresql", "journal"])
+@pytest.fixture(params=["postgresql", "journal", "coordinator"])
 def store(request, tmp_path):
+    if request.param == "coordinator":  # its artifact service, in front of a directory
+        yield from _served(tmp_path)
+        return
     if request.param == "postgresql":
         url = request.getfixturevalue("pg_url")
     else:
         url = f"journal:{tmp_path / 'journal.log'}"
-    return open_artifacts(open_storage(url), url)
+    yield open_artifacts(open_storage(url), url)
+
+
+def _served(tmp_path):
+    import socket
+
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from storage import proxy
+    from storage.grpc_artifacts import GrpcArtifactStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "served").mkdir()
+    server = proxy.start(optuna.storages.InMemoryStorage(), FileSystemArtifactStore(str(tmp_path / "served")),
+                         "127.0.0.1", port, 4)
+    yield GrpcArtifactStore("127.0.0.1", port)
+    server.stop(0)
 
 
 def test_round_trip_of_a_many_chunk_artifact(store, monkeypatch):
+    from storage import grpc_artifacts
+
     monkeypatch.setattr(pg_artifacts, "CHUNK", 1000)  # many chunks without many megabytes
+    monkeypatch.setattr(grpc_artifacts, "CHUNK", 1000)
     body = os.urandom(4321)
     store.write("a1", io.BytesIO(body))
     with store.open_reader("a1") as f:
@@ -41,6 +66,8 @@ def test_empty_artifact_overwrite_and_remove(store):
     store.remove("e")
     with pytest.raises(ArtifactNotFound):
         store.open_reader("e")
+    with pytest.raises(ArtifactNotFound):
+        store.remove("e")
 
 
 def test_a_failed_upload_leaves_nothing(pg_url):

@@ -1,16 +1,14 @@
 """Workers behind the coordinator's proxy: a fleet of clients on a few database
-connections, artifacts through the coordinator, one-line errors."""
+connections, one-line errors (its artifact service: test_artifacts.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import tunefleet
 from test_bad_input import assert_one_line_error
 
@@ -32,47 +30,6 @@ def test_a_fleet_of_clients_through_the_proxy_stays_within_its_connections(pg_ur
     assert 1 <= row["peak_connections"] <= 8, row
 
 
-def test_artifacts_round_trip_through_the_coordinator(tmp_path):
-    import optuna
-    from optuna.artifacts import FileSystemArtifactStore
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    from storage import proxy
-    from storage.grpc_artifacts import CHUNK, GrpcArtifactStore
-
-    (tmp_path / "a").mkdir()
-    server = proxy.start(optuna.storages.InMemoryStorage(), FileSystemArtifactStore(str(tmp_path / "a")),
-                         "127.0.0.1", _free_port(), 4)
-    try:
-        store = GrpcArtifactStore("127.0.0.1", _PORT[0])
-        body = os.urandom(3 * CHUNK + 17)  # several chunks and a tail
-        store.write("big", io.BytesIO(body))
-        with store.open_reader("big") as f:
-            assert f.read() == body
-        store.write("empty", io.BytesIO(b""))
-        with store.open_reader("empty") as f:
-            assert f.read() == b""
-        store.remove("big")
-        with pytest.raises(ArtifactNotFound):
-            store.open_reader("big")
-        with pytest.raises(ArtifactNotFound):
-            store.remove("big")
-    finally:
-        server.stop(0)
-
-
-_PORT = [0]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        _PORT[0] = s.getsockname()[1]
-    return _PORT[0]
-
-
 def test_bad_serve_address_is_one_line(tmp_path, pg_url):
     result = tunefleet("coordinator", "--serve", "nowhere", "--storage", pg_url, cwd=tmp_path)
     assert result.returncode == 2
@@ -83,7 +40,11 @@ def test_bad_serve_address_is_one_line(tmp_path, pg_url):
 
 
 def test_a_worker_without_its_coordinator_is_one_line(tmp_path):
-    port = _free_port()
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     result = tunefleet("worker", "any", "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "cannot reach the coordinator")

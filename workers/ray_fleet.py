@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from spaces.errors import InputError
+from workers.signals import Stop
 
 # Every actor imports this module: what only the launcher needs (Ray, Optuna) is imported in its functions.
 POLL_S = 2.0
@@ -136,18 +136,6 @@ class _Fleet:
         self.worst = max(self.worst, code)
 
 
-class _Stop:
-    """SIGINT/SIGTERM to the launcher: stop the workers, gracefully."""
-
-    def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-
 def launch(name: str, address: str, url: str | None, worker_args: list[str], num_workers: int | None,
            cpus: float, gpus: float, poll_s: float = POLL_S) -> int:
     """Places workers of study `name` on the Ray cluster at `address`: `num_workers`, or
@@ -166,7 +154,7 @@ def launch(name: str, address: str, url: str | None, worker_args: list[str], num
     actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_concurrency=2)(WorkerActor)
     # The URL goes in the environment, not on command lines that `ps` shows.
     fleet = _Fleet(ray, actor_class, worker_args, {"TUNEFLEET_STORAGE": url})
-    stop = _Stop()  # after ray.init, which sets its own SIGTERM handler
+    stop = Stop()  # after ray.init, which sets its own SIGTERM handler
     if num_workers:
         fleet.add(num_workers)
     while True:

@@ -14,7 +14,6 @@ import gc
 import os
 import random
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -31,24 +30,10 @@ from search.study import load, space_of
 from spaces.space import suggest
 from storage import behind_coordinator, claim_lock, open_artifacts, open_storage, outage
 from workers.quiet import quiet_libraries
+from workers.signals import Stop
 
 MAX_CONSECUTIVE_FAILURES = 3
 STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage to sit through
-
-
-class Stop:
-    """Set by SIGINT/SIGTERM; read between and during trials."""
-
-    def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
 
 
 def say(message: str) -> None:
