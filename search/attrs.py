@@ -14,6 +14,5 @@ TIMING = "tunefleet.timing"  # trial: seconds from claim to first step, in steps
 INFEASIBLE = "tunefleet.infeasible"  # trial: out of memory at micro-batch 1; the sampler avoids its region
 
 # System attrs (hidden in the dashboard's attribute tables): worker bookkeeping.
-READY = "tunefleet.ready"  # study: {"trials": ids queued by the coordinator, "open": more may come, "at"}
 LEASE = "tunefleet.lease"  # trial: {"expires": unix time, "holder": "host:pid"}, renewed by heartbeats
 CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n} of its latest checkpoint

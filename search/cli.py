@@ -144,15 +144,16 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
 
     from search.coordinator import run
     from storage import open_storage, resolve_url
+    from storage.urls import grpc_address
 
     address = None
     if serve:
-        host, _, port = serve.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise InputError(f"--serve takes HOST:PORT, not '{serve}'")
+        try:
+            address = grpc_address(f"grpc://{serve}")
+        except ValueError:
+            raise InputError(f"--serve takes HOST:PORT, not '{serve}'") from None
         if not resolve_url(storage_url).startswith("postgresql"):
             raise InputError("--serve needs a PostgreSQL storage (--storage postgresql://...)")
-        address = (host, int(port))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sys.exit(run(open_storage(storage_url, connections=connections), storage_url, interval, once, address, artifacts,
                  threads=connections + 4))

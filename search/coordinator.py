@@ -18,16 +18,16 @@ import optuna
 
 from search import attrs, budget, leases, ready
 from search.spec import StudySpec
-from storage import claim_lock, open_artifacts
+from storage import claim_lock, open_artifacts, outage
 
 
 def say(message: str) -> None:
     print(f"[coordinator] {message}", file=sys.stderr, flush=True)
 
 
-def sweep(storage, url, window_s: float = 10.0, queue: bool = False) -> list[str]:
-    """One pass over all studies; what it did, in words. With `queue` (workers behind the
-    proxy), trials are queued for the demand of the last `window_s` seconds."""
+def sweep(storage, url, window_s: float = 10.0, queue: ready.Queue | None = None) -> list[str]:
+    """One pass over all studies; what it did, in words. With a `queue` (workers behind the
+    proxy), trials are queued there for the demand of the last `window_s` seconds."""
     events = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if attrs.SPEC not in summary.user_attrs:
@@ -41,8 +41,8 @@ def sweep(storage, url, window_s: float = 10.0, queue: bool = False) -> list[str
             if reason:
                 budget.stop(study, reason)
                 events.append(f"{study.study_name}: stopped: {reason}")
-            if queue:  # workers with their own connection create trials themselves
-                ready.top_up(study, spec, window_s)
+            if queue is not None:  # workers with their own connection create trials themselves
+                ready.top_up(study, spec, window_s, queue)
     return events
 
 
@@ -54,11 +54,26 @@ def run(storage, url, interval: float, once: bool = False, serve: tuple[str, int
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
     shared = optuna.storages.get_storage(storage)  # one cache of finished trials for sweeps and proxy
-    server = proxy.start(shared, open_artifacts(storage, url, artifacts), *serve, threads) if serve else None
+    queue = ready.Queue() if serve else None
+    server = proxy.start(shared, open_artifacts(storage, url, artifacts), *serve, threads,
+                         handlers=[ready.handler(queue, shared)]) if serve else None
     say(f"watching every {interval:g} s" + (f"; serving workers at grpc://{serve[0]}:{serve[1]}" if serve else ""))
     try:
+        away = False
         while not stopping:
-            for event in sweep(shared, url, window_s=2 * interval, queue=server is not None):
+            try:
+                events = sweep(shared, url, window_s=2 * interval, queue=queue)
+            except Exception as e:
+                if not outage.unreachable(e):
+                    raise
+                if not away:  # said once an outage; the proxy answers UNAVAILABLE meanwhile
+                    say(f"storage unreachable ({type(e).__name__}); trying again every {interval:g} s")
+                events, away = [], True
+            else:
+                if away:
+                    say("storage is back")
+                away = False
+            for event in events:
                 say(event)
             if once:
                 break

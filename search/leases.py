@@ -79,28 +79,37 @@ def resumes(study: optuna.Study, trial) -> int:
 
 
 class Heartbeat:
-    """Renews a trial's lease every quarter lease in a thread; `lost` once it no longer can."""
+    """Renews a trial's lease every quarter lease in a thread; `lost` once it no longer
+    can: another process collected the trial, or no renewal got through for a whole
+    lease (a link cut mid-call hangs it), so the lease may have been collected."""
 
     def __init__(self, storage, trial_id: int, lease_seconds: float):
         self.storage, self.trial_id, self.lease_seconds = storage, trial_id, lease_seconds
-        self.lost = False
+        self._collected = False
+        self._until = time.time() + lease_seconds  # the claim took the first lease
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{trial_id}")
 
-    def __enter__(self):  # the claim took the first lease
+    @property
+    def lost(self) -> bool:
+        return self._collected or time.time() > self._until
+
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._done.set()
-        self._thread.join()
+        self._thread.join(timeout=1.0)  # a renewal hung on a cut link is left behind (a daemon)
 
     def _beat(self):
         while not self._done.wait(self.lease_seconds / 4):
+            sent = time.time()
             try:
                 renew(self.storage, self.trial_id, self.lease_seconds)
             except optuna.exceptions.UpdateFinishedTrialError:
-                self.lost = True  # collected by another process: stop working on it
+                self._collected = True  # collected by another process: stop working on it
                 return
             except Exception:  # the database is briefly away: the next beat tries again
                 continue
+            self._until = sent + self.lease_seconds

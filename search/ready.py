@@ -1,20 +1,25 @@
-"""The coordinator's queue of ready trials.
+"""The coordinator's queue of ready trials, for workers behind its proxy.
 
-Behind the coordinator's proxy a worker cannot lock the study, so it must not
-create trials: two workers could both take the last one. The coordinator, the
-only creator there, keeps WAITING trials queued within the budget and
-publishes their ids on the study (a system attr, with whether more may
-come); a worker takes one as Optuna's own ask() takes a queued trial (an
-atomic WAITING -> RUNNING in the storage) and samples its params then, from
-the history as it is at that moment. Taking a trial reads two small attrs,
-never the study's trials, so a claim costs the same at 10 or 10,000 trials.
-The queue follows demand: twice the trials started in the last window, and
-at least MIN_READY.
+Behind the proxy a worker cannot lock the study, so it must not create trials:
+two workers could both take the last one. The coordinator, the only creator
+there, keeps WAITING trials queued within the budget and hands them out itself
+(the Take call, beside the storage service): each id goes to one worker, which
+the coordinator moves WAITING -> RUNNING as Optuna's ask() does, so hundreds of
+workers never race for the same row, and a worker asking while none is queued
+costs the database nothing. The worker samples its params then, from the
+history as it is at that moment.
+
+The queue in memory is only a copy: the WAITING trials are in the storage, and
+each sweep publishes them again, so a restarted coordinator loses nothing. Its
+size follows demand: twice the trials started in the last window, or the
+workers that asked in vain since the last sweep, and at least MIN_READY.
 """
 
 from __future__ import annotations
 
-import random
+import collections
+import json
+import threading
 import time
 
 import optuna
@@ -25,35 +30,50 @@ from search.budget import COUNTED
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
-TRIES = 8  # ids tried per claim before waiting for the next publication
+SERVICE = "tunefleet.Ready"
 
 
-def pop(study: optuna.Study) -> optuna.Trial | None:
-    """Takes a published trial, or None if none is left for now."""
-    published = _published(study)
-    ids = list(published.get("trials", []))
-    random.shuffle(ids)  # hundreds of workers must not all race for the first one
-    for trial_id in ids[:TRIES]:
-        try:
-            if not study._storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                continue  # another worker took it
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        study._thread_local.cached_all_trials = None  # as ask() does: sample from the latest history
-        return optuna.Trial(study, trial_id)
-    return None
+class Queue:
+    """Per study: the ids of its ready trials, whether more may come, and the takers
+    that found none since the last publish."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._ids: dict[int, collections.deque] = {}
+        self._open: dict[int, bool] = {}
+        self._misses: collections.Counter = collections.Counter()
+
+    def publish(self, study_id: int, trial_ids: list[int], open_: bool) -> None:
+        with self._lock:
+            self._ids[study_id], self._open[study_id] = collections.deque(trial_ids), open_
+            self._misses[study_id] = 0
+
+    def misses(self, study_id: int) -> int:
+        return self._misses[study_id]
+
+    def take(self, storage, study_id: int) -> int | None:
+        """A ready trial's id, now RUNNING; None if none is queued for now."""
+        while True:
+            with self._lock:
+                ids = self._ids.get(study_id)
+                if not ids:
+                    self._misses[study_id] += 1
+                    return None
+                trial_id = ids.popleft()
+            try:  # one taker per id: no two workers wait on the same row
+                if storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                    return trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # taken by a worker with its own connection, and finished
+
+    def open(self, study_id: int) -> bool:
+        """More trials may be queued: the study is neither stopped nor spent (as far as the
+        last sweep saw; a study not swept yet may get some)."""
+        with self._lock:
+            return self._open.get(study_id, True)
 
 
-def more_may_come(study: optuna.Study) -> bool:
-    """The coordinator published trials or will: the study is neither stopped nor spent."""
-    return bool(_published(study).get("open", True))
-
-
-def _published(study: optuna.Study) -> dict:
-    return study._storage.get_study_system_attrs(study._study_id).get(attrs.READY) or {}
-
-
-def top_up(study: optuna.Study, spec, window_s: float, now: float | None = None) -> int:
+def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float | None = None) -> int:
     """Queues trials up to the demand, within the budget, and publishes the queue;
     how many it queued. Call under the claim lock."""
     now = time.time() if now is None else now
@@ -62,11 +82,48 @@ def top_up(study: optuna.Study, spec, window_s: float, now: float | None = None)
     room = spec.n_trials - len(waiting) - sum(t.state in COUNTED for t in trials)
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
     stopped = bool(study.user_attrs.get(attrs.STOP))
-    wanted = 0 if stopped else min(room, max(MIN_READY, 2 * started) - len(waiting))
+    demand = max(MIN_READY, 2 * started, queue.misses(study._study_id))
+    wanted = 0 if stopped else min(room, demand - len(waiting))
     for _ in range(wanted):
         waiting.append(study._storage.create_new_trial(
             study._study_id, template_trial=optuna.trial.create_trial(
                 state=TrialState.WAITING, system_attrs={"fixed_params": {}}, user_attrs={attrs.SOURCE: TICKET})))
-    study._storage.set_study_system_attr(study._study_id, attrs.READY, {
-        "trials": [] if stopped else waiting, "open": not stopped and (bool(waiting) or room > 0), "at": now})
+    queue.publish(study._study_id, [] if stopped else waiting, not stopped and (bool(waiting) or room > 0))
     return max(wanted, 0)
+
+
+# -- over the wire: the coordinator's side, then the worker's -------------------------------
+
+def handler(queue: Queue, storage):
+    """The Take and Open calls, served beside the storage service (storage/proxy.py)."""
+    import grpc
+
+    def take(request: bytes, context) -> bytes:
+        return json.dumps(queue.take(storage, int(request))).encode()
+
+    def open_(request: bytes, context) -> bytes:
+        return json.dumps(queue.open(int(request))).encode()
+
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Take": grpc.unary_unary_rpc_method_handler(take),
+        "Open": grpc.unary_unary_rpc_method_handler(open_),
+    })
+
+
+def pop(study: optuna.Study) -> optuna.Trial | None:
+    """Takes a ready trial from the coordinator, or None if none is queued for now."""
+    trial_id = _call(study, "Take")
+    if trial_id is None:
+        return None
+    study._thread_local.cached_all_trials = None  # as ask() does: sample from the latest history
+    return optuna.Trial(study, trial_id)
+
+
+def more_may_come(study: optuna.Study) -> bool:
+    """The coordinator will queue more trials: the study is neither stopped nor spent."""
+    return bool(_call(study, "Open"))
+
+
+def _call(study: optuna.Study, method: str):
+    call = study._storage._channel.unary_unary(f"/{SERVICE}/{method}")  # the proxy's own channel
+    return json.loads(call(str(study._study_id).encode()))

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from storage.urls import grpc_address, journal_path, resolve_url
+from storage.urls import grpc_address, journal_path, rdb_of, resolve_url
 
 
 def open_artifacts(storage: optuna.storages.BaseStorage, url: str | None = None, directory: str | None = None):
@@ -31,7 +31,7 @@ def open_artifacts(storage: optuna.storages.BaseStorage, url: str | None = None,
         from storage.grpc_artifacts import GrpcArtifactStore
 
         return GrpcArtifactStore(*address)
-    storage = getattr(storage, "_backend", storage)  # an RDBStorage behind Optuna's cache
+    storage = rdb_of(storage)
     if isinstance(storage, optuna.storages.RDBStorage) and storage.engine.dialect.name == "postgresql":
         from storage.pg_artifacts import PostgresArtifactStore
 

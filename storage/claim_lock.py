@@ -12,7 +12,7 @@ import zlib
 
 import optuna
 
-from storage.urls import grpc_address, journal_path, resolve_url
+from storage.urls import behind_coordinator, journal_path, rdb_of, resolve_url
 
 
 @contextlib.contextmanager
@@ -20,7 +20,7 @@ def claim_lock(storage: optuna.storages.BaseStorage, url: str | None, study_name
     key = zlib.crc32(study_name.encode())
     url = resolve_url(url)
     journal = journal_path(url)
-    rdb = getattr(storage, "_backend", storage)  # an RDBStorage behind Optuna's cache
+    rdb = rdb_of(storage)
     if isinstance(rdb, optuna.storages.RDBStorage) and rdb.engine.dialect.name == "postgresql":
         from sqlalchemy import text
 
@@ -34,7 +34,7 @@ def claim_lock(storage: optuna.storages.BaseStorage, url: str | None, study_name
                 yield True
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-    elif grpc_address(url) is not None:
+    elif behind_coordinator(url):
         yield False
     else:  # SQLite and others serialise writes themselves; a rare over-claim is tolerated
         yield True

@@ -74,8 +74,10 @@ class GrpcArtifactStore:
     def __init__(self, host: str, port: int):
         import grpc
 
+        from storage.grpc_channel import channel as open_channel
+
         self._grpc = grpc
-        channel = grpc.insecure_channel(f"{host}:{port}")
+        channel = open_channel(host, port)  # keepalives, no deadline: a checkpoint may take minutes
         self._write = channel.stream_unary(f"/{SERVICE}/Write")
         self._read = channel.unary_stream(f"/{SERVICE}/Read")
         self._remove = channel.unary_unary(f"/{SERVICE}/Remove")

@@ -28,7 +28,11 @@ def open_storage(url: str | None = None, connections: int = 3) -> optuna.storage
     if not url.startswith("sqlite"):
         engine_kwargs.update(pool_size=connections - 1, max_overflow=1)
     if url.startswith("postgresql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        # A link that dies mid-call would otherwise hang the call for the kernel's ~15 min of
+        # retransmissions: keepalives notice a silent server, tcp_user_timeout unacked data.
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1,
+                                         "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                                         "tcp_user_timeout": 60_000}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as e:  # SQLAlchemy, the driver, or Optuna's schema check
@@ -36,16 +40,17 @@ def open_storage(url: str | None = None, connections: int = 3) -> optuna.storage
 
 
 def _proxy(host: str, port: int) -> optuna.storages.BaseStorage:
-    """A coordinator's storage proxy (search/serve.py): many workers, few database connections."""
+    """A coordinator's storage proxy (storage/proxy.py): many workers, few database connections."""
     import warnings
 
     import grpc
     from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import GrpcStorageProxy
+
+    from storage.grpc_client import StorageProxy
 
     with warnings.catch_warnings():  # experimental since Optuna 4.2; pinned by our tests
         warnings.simplefilter("ignore", ExperimentalWarning)
-        proxy = GrpcStorageProxy(host=host, port=port)
+        proxy = StorageProxy(host=host, port=port)
     try:
         proxy.wait_server_ready(timeout=CONNECT_TIMEOUT_S)
     except (grpc.FutureTimeoutError, ConnectionError):

@@ -1,26 +1,36 @@
-"""Chaos, bounded: PostgreSQL restarted under a running worker. The worker waits
+"""Chaos, bounded: PostgreSQL restarted under a running worker (with its own
+connection, or behind the coordinator, which waits it out too). The worker waits
 for it, abandons the trial it could not report (its lease runs out), and the
-study completes with every trial finished once and nothing stuck."""
+study completes with every trial finished once and nothing stuck. Then SIGKILLs
+in a loop, and a worker frozen past its lease."""
 
 from __future__ import annotations
 
 import time
 
 import optuna
-from conftest import start_tunefleet, tunefleet
+import pytest
+from conftest import free_port, start_tunefleet, tunefleet
 from optuna.trial import TrialState
 
 from storage import open_storage
 
 
-def test_postgresql_restart_mid_study(tiny, tmp_path, private_postgres):
+@pytest.mark.parametrize("route", ["database", "coordinator"])
+def test_postgresql_restart_mid_study(tiny, tmp_path, private_postgres, route):
     model, dataset = tiny
     url = private_postgres.url()
     assert tunefleet("study", "create", "chaos", "--model", model, "--dataset", dataset, "--method", "lora",
                      "--n-trials", 3, "--max-steps", 40, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 3,
                      "--storage", url, cwd=tmp_path).returncode == 0
     study = optuna.load_study(study_name="chaos", storage=open_storage(url))
-    worker = start_tunefleet("worker", "chaos", "--threads", 1, "--storage", url, cwd=tmp_path)
+    coordinator, worker_url = None, url
+    if route == "coordinator":
+        port = free_port()
+        coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
+                                      "--connections", 4, "--storage", url, cwd=tmp_path)
+        worker_url = f"grpc://127.0.0.1:{port}"
+    worker = start_tunefleet("worker", "chaos", "--threads", 1, "--storage", worker_url, cwd=tmp_path)
     deadline = time.time() + 120
     while not any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
         assert time.time() < deadline and worker.poll() is None, "no trial reached an evaluation"
@@ -32,6 +42,11 @@ def test_postgresql_restart_mid_study(tiny, tmp_path, private_postgres):
     assert worker.returncode == 0, log
     assert "storage unreachable" in log and "storage is back" in log, log
     assert "Traceback" not in log
+    if coordinator is not None:
+        coordinator.terminate()
+        coordinator_log = coordinator.communicate(timeout=30)[0]
+        assert coordinator.returncode == 0 and "Traceback" not in coordinator_log, coordinator_log
+        assert "storage unreachable" in coordinator_log and "storage is back" in coordinator_log, coordinator_log
 
     study = optuna.load_study(study_name="chaos", storage=open_storage(url))
     trials = study.get_trials()

@@ -243,7 +243,8 @@ def test_storage_url_points_at_postgres_service(password):
     services = compose["services"]
     pg_env = env_of(services["postgres"])
     assert pg_env["POSTGRES_PASSWORD"] == (password or "tunefleet")
-    for name, s in tunefleet_services(compose).items():
+    for name in ("coordinator", "dashboard"):
+        s = services[name]
         url = urlsplit(env_of(s)["TUNEFLEET_STORAGE"])
         assert url.scheme == "postgresql"
         assert url.hostname == "postgres" and url.hostname in services
@@ -253,6 +254,37 @@ def test_storage_url_points_at_postgres_service(password):
         assert url.path.lstrip("/") == pg_env["POSTGRES_DB"]
         assert urls.normalise(url.geturl()).startswith("postgresql+psycopg2://")
         assert depends_condition(s, "postgres") == "service_healthy", name
+
+
+def test_workers_reach_the_database_through_the_coordinator(compose):
+    """However many workers run, only the coordinator holds database connections."""
+    services = compose["services"]
+    coordinator, worker = services["coordinator"], services["worker"]
+    cmd = command_of(coordinator)
+    serve = urls.grpc_address("grpc://" + cmd[cmd.index("--serve") + 1])
+    assert serve[0] == "0.0.0.0", "the workers are on other containers"
+    url = env_of(worker)["TUNEFLEET_STORAGE"]
+    assert urls.grpc_address(url) == ("coordinator", serve[1]) and urls.behind_coordinator(url)
+    assert not any("postgres" in v for v in env_of(worker).values()), "no database password on the workers"
+    probe = " ".join(coordinator["healthcheck"]["test"])
+    assert f"'127.0.0.1', {serve[1]}" in probe, probe
+    assert depends_condition(worker, "coordinator") == "service_healthy"
+    assert int(cmd[cmd.index("--connections") + 1]) <= 20
+
+
+def test_coordinator_healthcheck_probes_a_live_port():
+    """The healthcheck's own command, run here against a listening and a closed port."""
+    import socket
+
+    words = load()["services"]["coordinator"]["healthcheck"]["test"]
+    assert words[:2] == ["CMD", "python"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code = words[-1].replace("13000", str(port))
+        assert subprocess.run([sys.executable, *words[2:-1], code], timeout=30).returncode == 0
+    assert subprocess.run([sys.executable, *words[2:-1], code], capture_output=True, timeout=30).returncode != 0
 
 
 # -- Dockerfile -------------------------------------------------------------------------

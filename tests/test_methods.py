@@ -23,7 +23,7 @@ def test_method_trains_and_reports(tiny, tmp_path, method):
                      max_steps=4, eval_steps=2, seq_len=48)
     create(storage, method, spec)
     study, spec = load(storage, method)
-    trial = claim(study, storage, url)
+    trial = claim(study, storage, url, spec)
 
     params = suggest(trial, space_of(spec))
     store = open_artifacts(storage, url)

@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: no environment in the signatures
 _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "venv", "pydoc_data"}
 
 
@@ -44,13 +44,35 @@ def _docstrings() -> tuple[list[str], list[dict]]:
                 prose.append(doc)
             elif inspect.isfunction(obj):
                 try:
-                    signature = f"{name}.{obj_name}{inspect.signature(obj)}"
+                    signature = f"{name}.{obj_name}{_signature(obj)}"
                 except (TypeError, ValueError):
                     continue
                 pairs.append({"prompt": f"{signature}\n", "completion": doc.split("\n\n")[0]})
         if inspect.getdoc(module):
             prose.append(inspect.getdoc(module))
     return prose, pairs
+
+
+class _Elided:
+    def __repr__(self) -> str:
+        return "..."
+
+
+_ELIDED = _Elided()
+
+
+def _signature(function) -> inspect.Signature:
+    """The signature with only literal defaults: others (cgi's `environ=os.environ`) would put
+    this process's environment, secrets and all, into the dataset, and make it differ per run."""
+    literal = (type(None), bool, int, float, str, bytes)
+
+    def plain(p: inspect.Parameter) -> inspect.Parameter:
+        if p.default is p.empty or (isinstance(p.default, literal) and len(repr(p.default)) <= 40):
+            return p
+        return p.replace(default=_ELIDED)
+
+    signature = inspect.signature(function)
+    return signature.replace(parameters=[plain(p) for p in signature.parameters.values()])
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):

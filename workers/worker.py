@@ -40,15 +40,15 @@ def say(message: str) -> None:
     print(f"[worker {socket.gethostname()}:{os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
-def claim(study: optuna.Study, storage, url, device: dict | None = None) -> optuna.Trial | None:
+def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | None = None) -> optuna.Trial | None:
     """The next trial, or None if the study's budget is spent or (behind a coordinator)
     none is queued for now. Trials whose worker's lease ran out are queued again first."""
     with claim_lock(storage, url, study.study_name) as locked:
-        # Re-read: `study create --resume` may have raised the budget meanwhile.
-        spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
         if not locked:  # behind the coordinator, which re-queues, enforces budgets and queues trials
             trial = ready.pop(study)
         else:
+            # Re-read: `study create --resume` may have raised the budget meanwhile.
+            spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
             for number in leases.requeue_expired(study, spec):
                 say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
             if budget.stop_reason(study, spec) or budget.trials_spent(study, spec):
@@ -222,7 +222,7 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
         while not stop():
             started = time.time()
             try:
-                trial = claim(study, storage, url, device)
+                trial = claim(study, storage, url, spec, device)
             except Exception as e:
                 if not outage.unreachable(e):
                     raise

@@ -17,16 +17,18 @@ import time
 
 import optuna
 
+from search import ready
 from search.budget import COUNTED
 from search.spec import StudySpec
 from search.study import space_of
 from spaces.space import suggest
 
 
-def client(mode: str, url: str, name: str, trial_s: float, deadline: float, out: dict, lock) -> None:
+def client(mode: str, url: str, name: str, trial_s: float, deadline: float, ramp_s: float, out: dict, lock) -> None:
     from storage import open_storage
     from workers.worker import claim
 
+    time.sleep(random.uniform(0, ramp_s))  # workers come up over the ramp, not in one instant
     ops = {"claim": [], "wait": [], "report": [], "finish": []}
     errors, finished = [], 0
     storage = study = None
@@ -42,7 +44,7 @@ def client(mode: str, url: str, name: str, trial_s: float, deadline: float, out:
             while True:
                 t0 = time.perf_counter()
                 if mode == "tunefleet":
-                    trial = claim(study, storage, url)
+                    trial = claim(study, storage, url, spec)
                 elif len(study.get_trials(deepcopy=False, states=COUNTED)) < spec.n_trials:
                     trial = study.ask()
                 else:
@@ -51,7 +53,7 @@ def client(mode: str, url: str, name: str, trial_s: float, deadline: float, out:
                     suggest(trial, space)
                     ops["claim"].append(time.perf_counter() - t0)
                     break
-                if _spent(study, spec) or time.time() > deadline:
+                if time.time() > deadline or not _more_may_come(mode, study, spec):
                     break
                 time.sleep(random.uniform(0.5, 1.5))  # the worker's wait for the coordinator's queue
             if trial is None:
@@ -73,20 +75,25 @@ def client(mode: str, url: str, name: str, trial_s: float, deadline: float, out:
     with lock:
         for k, v in ops.items():
             out["ops"][k] += v
-        out["errors"] += errors
+        for e in errors:  # counted by kind: thousands of refused connections must not flood the pipe
+            out["errors"][e] = out["errors"].get(e, 0) + 1
         out["finished"] += finished
 
 
-def _spent(study, spec) -> bool:
-    return len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials
+def _more_may_come(mode: str, study, spec) -> bool:
+    """As the worker asks it: behind the proxy the coordinator's published queue says."""
+    if mode == "tunefleet":
+        return ready.more_may_come(study)
+    return len(study.get_trials(deepcopy=False, states=COUNTED)) < spec.n_trials
 
 
 def main() -> None:
     mode, url, name, threads, trial_s, deadline = sys.argv[1:7]
+    ramp_s = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    out, lock = {"ops": {"claim": [], "wait": [], "report": [], "finish": []}, "errors": [], "finished": 0}, \
+    out, lock = {"ops": {"claim": [], "wait": [], "report": [], "finish": []}, "errors": {}, "finished": 0}, \
         threading.Lock()
-    workers = [threading.Thread(target=client, args=(mode, url, name, float(trial_s), float(deadline), out, lock))
+    workers = [threading.Thread(target=client, args=(mode, url, name, float(trial_s), float(deadline), ramp_s, out, lock))
                for _ in range(int(threads))]
     for w in workers:
         w.start()

@@ -2,8 +2,12 @@
 simulated workers, through the coordinator's proxy (tunefleet) and as plain Optuna
 RDBStorage clients, against one PostgreSQL (max_connections 100, as installed).
 
-    python -m bench.coordinator_scale.run                  # the full grid, about 10 minutes
+    python -m bench.coordinator_scale.run                  # the full grid, about 30 minutes
     python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet
+    python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet,plain
+        --trial-seconds 60 --trials-per-worker 1 --ramp-seconds 30 --timeout 240
+        --out bench/coordinator_scale/results/fleet.json   # a fleet-like load (one command line)
+    python -m bench.coordinator_scale.run --table bench/coordinator_scale/results/grid.json
 
 Each cell: a fresh database cloned from a template holding a study with
 EXISTING finished trials; WORKERS clients (threads, over up to 8 processes)
@@ -25,6 +29,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,11 +116,16 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     started = time.time()
     clients = [subprocess.Popen([sys.executable, "-m", "bench.coordinator_scale.clients", mode, url, STUDY,
                                  str(workers // processes + (i < workers % processes)), str(a.trial_seconds),
-                                 str(deadline)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 str(deadline), str(a.ramp_seconds)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True) for i in range(processes)]
+    outs = []  # read as they come: a client blocked on a full pipe would never exit
+    readers = [threading.Thread(target=lambda c=c: outs.append(json.loads(c.stdout.read()))) for c in clients]
+    for r in readers:
+        r.start()
     peak = _watch_connections(db, clients)
     wall = time.time() - started
-    outs = [json.loads(c.stdout.read()) for c in clients]
+    for r in readers:
+        r.join()
     if coordinator is not None:
         coordinator.terminate()
         coordinator.wait(timeout=30)
@@ -123,13 +133,16 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     states = [t.state.name for t in final.get_trials(deepcopy=False)]
     _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("claim", "wait", "report", "finish")}
-    errors = [e for o in outs for e in o["errors"]]
+    errors: dict[str, int] = {}
+    for o in outs:
+        for kind, n in o["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
     finished = sum(o["finished"] for o in outs)
     return {
         "mode": mode, "workers": workers, "existing": existing, "budget": n_trials - existing,
         "finished": finished, "complete_in_storage": states.count("COMPLETE") - existing,
         "running_left": states.count("RUNNING"), "wall_s": round(wall, 2),
-        "trials_per_s": round(finished / wall, 2), "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+        "trials_per_s": round(finished / wall, 2), "errors": sum(errors.values()), "error_kinds": sorted(errors, key=errors.get, reverse=True)[:5],
         "peak_connections": peak,
         **{f"{k}_ms": _percentiles(v) for k, v in ops.items()},
     }
@@ -165,6 +178,19 @@ def _watch_connections(db: str, clients) -> int:
     return peak
 
 
+def table(rows: list[dict]) -> str:
+    """The results as the Markdown table of bench/README.md."""
+    ms = lambda d: f"{d['p50']:.0f} / {d['p95']:.0f}" if d.get("n") else "-"  # noqa: E731
+    out = ["| existing | workers | setup | finished / budget | trials/s | errors | peak DB conns | "
+           "claim p50 / p95 ms | wait p50 / p95 ms | report p50 / p95 ms | finish p50 / p95 ms |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['existing']} | {r['workers']} | {r['mode']} | {r['finished']} / {r['budget']} | "
+                   f"{r['trials_per_s']} | {r['errors']} | {r['peak_connections']} | {ms(r['claim_ms'])} | "
+                   f"{ms(r['wait_ms'])} | {ms(r['report_ms'])} | {ms(r['finish_ms'])} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", default="1,8,64,256")
@@ -172,11 +198,17 @@ def main() -> None:
     p.add_argument("--modes", default="tunefleet,plain")
     p.add_argument("--trials-per-worker", type=int, default=3)
     p.add_argument("--trial-seconds", type=float, default=2.0)
+    p.add_argument("--ramp-seconds", type=float, default=0.0,
+                   help="Each simulated worker starts at a random time within this many seconds.")
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--connections", type=int, default=16, help="The coordinator's database connections.")
     p.add_argument("--timeout", type=float, default=180.0, help="Seconds a cell may run.")
     p.add_argument("--out", default=str(HERE / "results" / "grid.json"))
+    p.add_argument("--table", metavar="RESULTS", help="Print the Markdown table of a results file, run nothing.")
     a = p.parse_args()
+    if a.table:
+        print(table(json.loads(Path(a.table).read_text())["rows"]))
+        return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     rows = []
     for existing in map(int, a.existing.split(",")):
@@ -189,6 +221,7 @@ def main() -> None:
               "max_connections": int(_admin("SHOW max_connections")[0][0]), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
         warm, store = resident(spec), open_artifacts(storage, url)
         records, used, failures = [], 0, 0
         while used < budget and failures < 3:  # as the worker: three failed trials in a row end it
-            trial = claim(study, storage, url)
+            trial = claim(study, storage, url, spec)
             if trial is None:
                 break
             t0 = time.time()
