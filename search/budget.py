@@ -18,13 +18,14 @@ def trials_spent(study: optuna.Study, spec) -> bool:
     return len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials
 
 
-def stop_reason(study: optuna.Study, spec, now: float | None = None) -> str | None:
-    """Why no trial may start any more, whatever happens to the running ones; None if they may."""
+def stop_reason(study: optuna.Study, spec, now: float | None = None, trials: list | None = None) -> str | None:
+    """Why no trial may start any more, whatever happens to the running ones; None if they may.
+    Judged on `trials` if given (one read of the study serves a whole sweep), else the study's."""
     now = time.time() if now is None else now
     stop = study.user_attrs.get(attrs.STOP)
     if stop:
         return stop["reason"]
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     used = gpu_hours(trials, now) if spec.max_gpu_hours else 0.0
     if spec.max_gpu_hours and used >= spec.max_gpu_hours:
         return f"GPU-hour budget spent ({used:.3f} of {spec.max_gpu_hours:g} h)"

@@ -35,14 +35,20 @@ def sweep(storage, url, window_s: float = 10.0, queue: ready.Queue | None = None
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         with claim_lock(storage, url, study.study_name):
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
-            for number in leases.requeue_expired(study, spec):
+            # One read of the trials for the whole pass (each costs more the more workers run),
+            # read again only if re-queuing changed them.
+            trials = study.get_trials(deepcopy=False)
+            requeued = leases.requeue_expired(study, spec, trials)
+            for number in requeued:
                 events.append(f"{study.study_name}: trial {number} lost its lease; queued again to resume")
-            reason = None if study.user_attrs.get(attrs.STOP) else budget.stop_reason(study, spec)
+            if requeued:
+                trials = study.get_trials(deepcopy=False)
+            reason = None if study.user_attrs.get(attrs.STOP) else budget.stop_reason(study, spec, trials=trials)
             if reason:
                 budget.stop(study, reason)
                 events.append(f"{study.study_name}: stopped: {reason}")
             if queue is not None:  # workers with their own connection create trials themselves
-                ready.top_up(study, spec, window_s, queue)
+                ready.top_up(study, spec, window_s, queue, trials=trials)
     return events
 
 

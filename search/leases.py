@@ -32,11 +32,13 @@ def renew(storage, trial_id: int, seconds: float) -> None:
     storage.set_trial_system_attr(trial_id, attrs.LEASE, {"expires": time.time() + seconds, "holder": holder()})
 
 
-def expired(study: optuna.Study, lease_seconds: float, now: float | None = None) -> list:
-    """Running trials whose lease ran out (a trial never leased expires lease_seconds after its start)."""
+def expired(study: optuna.Study, lease_seconds: float, now: float | None = None, trials: list | None = None) -> list:
+    """Running trials whose lease ran out (a trial never leased expires lease_seconds after its start);
+    among `trials` if given, else the study's."""
     now = time.time() if now is None else now
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in (t for t in trials if t.state == TrialState.RUNNING):
         lease = t.system_attrs.get(attrs.LEASE)
         expires = lease["expires"] if lease else t.datetime_start.timestamp() + lease_seconds
         if expires < now:
@@ -44,12 +46,12 @@ def expired(study: optuna.Study, lease_seconds: float, now: float | None = None)
     return out
 
 
-def requeue_expired(study: optuna.Study, spec) -> list[int]:
+def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[int]:
     """Fails trials with expired leases and queues each again (same params, resumed from
     its checkpoint) unless it was resumed max_resumes times already; their numbers.
     Call under the claim lock."""
     requeued = []
-    for t in expired(study, spec.lease_seconds):
+    for t in expired(study, spec.lease_seconds, trials=trials):
         holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
         try:
             study._storage.set_trial_user_attr(t._trial_id, attrs.ERROR,

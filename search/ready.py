@@ -73,11 +73,12 @@ class Queue:
             return self._open.get(study_id, True)
 
 
-def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float | None = None) -> int:
+def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float | None = None,
+           trials: list | None = None) -> int:
     """Queues trials up to the demand, within the budget, and publishes the queue;
     how many it queued. Call under the claim lock."""
     now = time.time() if now is None else now
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     waiting = [t._trial_id for t in trials if t.state == TrialState.WAITING]
     room = spec.n_trials - len(waiting) - sum(t.state in COUNTED for t in trials)
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)

@@ -8,6 +8,7 @@ keeps Optuna's client-side cache of finished trials and reads only what changed.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,40 +41,60 @@ class _Service(OptunaStorageProxyService):
     """Optuna's storage service, with the study's trials read once per SNAPSHOT_S for all
     workers, not once per worker's read: each worker's pruner and sampler read them at
     every evaluation, and reading the running trials costs the database more the more
-    workers run, so per-read it grows as workers squared. Finished trials never change:
-    each is encoded once."""
+    workers run, so per-read it grows as workers squared. A trial is encoded once per
+    snapshot (a finished one once for good), and a read finds what a worker lacks by
+    index, not by a pass over the study's thousands of trials."""
 
     def __init__(self, storage, snapshot_s: float = SNAPSHOT_S):
         super().__init__(storage)
         self._snapshot_s = snapshot_s
-        self._snapshots: dict[int, tuple[float, list]] = {}
-        self._reading = threading.Lock()  # one read at a time; those waiting take its result
-        self._encoded: dict[int, api_pb2.Trial] = {}
+        self._snapshots: dict[int, _Snapshot] = {}
+        self._reading = threading.Lock()  # one database read at a time; the others take its result
+        self._finished: dict[int, api_pb2.Trial] = {}  # trial id -> encoding; finished trials never change
 
     def GetTrials(self, request, context):
         try:
-            trials = self._trials(request.study_id)
+            snapshot = self._snapshot(request.study_id)
         except KeyError as e:
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
-        wanted, after = set(request.included_trial_ids), request.trial_id_greater_than
-        return api_pb2.GetTrialsReply(trials=[self._encode(t) for t in trials
-                                              if t._trial_id > after or t._trial_id in wanted])
+        return api_pb2.GetTrialsReply(trials=snapshot.newer_than(request.trial_id_greater_than,
+                                                                 request.included_trial_ids))
 
-    def _trials(self, study_id: int) -> list:
+    def _snapshot(self, study_id: int) -> _Snapshot:
         asked = time.monotonic()
         with self._reading:
-            at, trials = self._snapshots.get(study_id, (0.0, None))
-            if at < asked - self._snapshot_s:  # taken before this call's half second: read anew
-                at, trials = time.monotonic(), self._backend.get_all_trials(study_id, deepcopy=False)
-                self._snapshots[study_id] = (at, trials)
-        return trials
+            snapshot = self._snapshots.get(study_id)
+            if snapshot is None or snapshot.at < asked - self._snapshot_s:  # older than this call's half second
+                trials = self._backend.get_all_trials(study_id, deepcopy=False)
+                snapshot = self._snapshots[study_id] = _Snapshot(time.monotonic(), trials, self._finished)
+        return snapshot
 
-    def _encode(self, trial) -> api_pb2.Trial:
-        if not trial.state.is_finished():
-            return _to_proto_trial(trial)
-        encoded = self._encoded.get(trial._trial_id)
+
+class _Snapshot:
+    """One read of a study's trials, as the workers' caches ask for them: those above
+    the last finished id a worker holds, and the unfinished ones it holds."""
+
+    def __init__(self, at: float, trials: list, finished: dict):
+        self.at, self._finished = at, finished
+        self._trials = sorted(trials, key=lambda t: t._trial_id)
+        self._ids = [t._trial_id for t in self._trials]
+        self._by_id = dict(zip(self._ids, self._trials))
+        self._encoded: dict[int, api_pb2.Trial] = {}
+        self._lock = threading.Lock()
+
+    def newer_than(self, after: int, included) -> list:
+        start = bisect.bisect_right(self._ids, after)
+        wanted = [self._by_id[i] for i in included if i <= after and i in self._by_id]
+        return [self._encode(t) for t in wanted + self._trials[start:]]
+
+    def _encode(self, trial):
+        cache = self._finished if trial.state.is_finished() else self._encoded
+        encoded = cache.get(trial._trial_id)
         if encoded is None:
-            encoded = self._encoded[trial._trial_id] = _to_proto_trial(trial)
+            with self._lock:  # encoded once, whichever reader comes first
+                encoded = cache.get(trial._trial_id)
+                if encoded is None:
+                    encoded = cache[trial._trial_id] = _to_proto_trial(trial)
         return encoded
 
 

@@ -49,6 +49,7 @@ def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
     if number is None:
         return None
     (previous,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    previous = trial.storage.get_trial(previous._trial_id)  # as it is now: the list may be a snapshot old
     pointer = previous.system_attrs.get(attrs.CHECKPOINT)
     if pointer is None:  # it died before its first evaluation: start over
         return None

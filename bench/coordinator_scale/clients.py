@@ -1,6 +1,8 @@
 """One process of simulated workers for bench/coordinator_scale: THREADS clients,
-each with its own storage client, looping claim -> report x2 -> finish until the
-study's budget is spent. Prints one JSON document: latencies and errors.
+each with its own storage client, that first join (open the study and read its
+history, as a worker does once when it starts), then, once told to go, loop
+claim -> report x2 -> finish until the study's budget is spent. Prints one JSON
+document: latencies and errors.
 
 tunefleet: the worker's own claim (workers.worker.claim) through the coordinator's
 proxy. plain: Optuna's RDBStorage straight to PostgreSQL, ask/tell, each client
@@ -24,22 +26,27 @@ from search.study import space_of
 from spaces.space import suggest
 
 
-def client(mode: str, url: str, name: str, trial_s: float, deadline: float, ramp_s: float, out: dict, lock) -> None:
-    from storage import open_storage
+def client(mode: str, url: str, name: str, trial_s: float, timeout_s: float, ramp_s: float, out: dict, lock,
+           joined: threading.Barrier, go: threading.Event) -> None:
     from workers.worker import claim
 
-    time.sleep(random.uniform(0, ramp_s))  # workers come up over the ramp, not in one instant
-    ops = {"claim": [], "wait": [], "report": [], "finish": []}
+    ops = {"join": [], "claim": [], "sample": [], "wait": [], "report": [], "finish": []}
     errors, finished = [], 0
     storage = study = None
+    try:  # a worker's start: it opens the study and reads its history once, then works for hours
+        t0 = time.perf_counter()
+        storage, study, spec, space = _join(mode, url, name)
+        ops["join"].append(time.perf_counter() - t0)
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+    joined.wait()
+    go.wait()
+    deadline = time.time() + timeout_s
+    time.sleep(random.uniform(0, ramp_s))  # workers start their trials over the ramp, not in one instant
     while time.time() < deadline:
         try:
             if study is None:
-                storage = open_storage(url) if mode == "tunefleet" else optuna.storages.RDBStorage(url)
-                study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                                          pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
-                spec = StudySpec.from_dict(study.user_attrs["tunefleet.spec"])
-                space = space_of(spec)
+                storage, study, spec, space = _join(mode, url, name)
             wanted = time.perf_counter()
             while True:
                 t0 = time.perf_counter()
@@ -50,8 +57,10 @@ def client(mode: str, url: str, name: str, trial_s: float, deadline: float, ramp
                 else:
                     trial = None
                 if trial is not None:
-                    suggest(trial, space)
                     ops["claim"].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    suggest(trial, space)  # one storage write per parameter
+                    ops["sample"].append(time.perf_counter() - t0)
                     break
                 if time.time() > deadline or not _more_may_come(mode, study, spec):
                     break
@@ -80,6 +89,17 @@ def client(mode: str, url: str, name: str, trial_s: float, deadline: float, ramp
         out["finished"] += finished
 
 
+def _join(mode: str, url: str, name: str):
+    from storage import open_storage
+
+    storage = open_storage(url) if mode == "tunefleet" else optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    spec = StudySpec.from_dict(study.user_attrs["tunefleet.spec"])
+    study.get_trials(deepcopy=False)  # the history, into the client's cache
+    return storage, study, spec, space_of(spec)
+
+
 def _more_may_come(mode: str, study, spec) -> bool:
     """As the worker asks it: behind the proxy the coordinator's published queue says."""
     if mode == "tunefleet":
@@ -88,15 +108,23 @@ def _more_may_come(mode: str, study, spec) -> bool:
 
 
 def main() -> None:
-    mode, url, name, threads, trial_s, deadline = sys.argv[1:7]
+    """Joins every client, says `joined` on stdout, starts them when a line comes on stdin,
+    and prints the results as one JSON line at the end."""
+    mode, url, name, threads, trial_s, timeout_s = sys.argv[1:7]
     ramp_s = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    out, lock = {"ops": {"claim": [], "wait": [], "report": [], "finish": []}, "errors": {}, "finished": 0}, \
-        threading.Lock()
-    workers = [threading.Thread(target=client, args=(mode, url, name, float(trial_s), float(deadline), ramp_s, out, lock))
+    out, lock = {"ops": {"join": [], "claim": [], "sample": [], "wait": [], "report": [], "finish": []}, "errors": {},
+                 "finished": 0}, threading.Lock()
+    joined, go = threading.Barrier(int(threads) + 1), threading.Event()
+    workers = [threading.Thread(target=client, args=(mode, url, name, float(trial_s), float(timeout_s), ramp_s, out,
+                                                     lock, joined, go))
                for _ in range(int(threads))]
     for w in workers:
         w.start()
+    joined.wait()
+    print("joined", flush=True)
+    sys.stdin.readline()
+    go.set()
     for w in workers:
         w.join()
     print(json.dumps(out))

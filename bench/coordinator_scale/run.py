@@ -107,23 +107,34 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     if mode == "tunefleet":
         port = _free_port()
         coordinator = subprocess.Popen([sys.executable, "-m", "search.cli", "coordinator", "--serve",
-                                        f"127.0.0.1:{port}", "--connections", str(a.connections), "--interval", "1",
+                                        f"127.0.0.1:{port}", "--connections", str(a.connections),
                                         "--storage", url], env=env, stderr=subprocess.PIPE, text=True)
         url = f"grpc://127.0.0.1:{port}"
         _wait_for_port(port)
     processes = min(workers, a.processes)
-    deadline = time.time() + a.timeout
-    started = time.time()
+    trial_s = a.trial_seconds or max(2.0, workers / a.fleet_rate)
+    ramp_s = trial_s if a.ramp_seconds is None else a.ramp_seconds
     clients = [subprocess.Popen([sys.executable, "-m", "bench.coordinator_scale.clients", mode, url, STUDY,
-                                 str(workers // processes + (i < workers % processes)), str(a.trial_seconds),
-                                 str(deadline), str(a.ramp_seconds)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True) for i in range(processes)]
+                                 str(workers // processes + (i < workers % processes)), str(trial_s),
+                                 str(a.timeout), str(ramp_s)], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for i in range(processes)]
+    peak = [0]  # watched from the first connection on, joins included
+    watcher = threading.Thread(target=lambda: peak.__setitem__(0, _watch_connections(db, clients)))
+    watcher.start()
+    for c in clients:  # every worker has joined (read the study's history) before any claims
+        if c.stdout.readline().strip() != "joined":
+            sys.exit("a client process died while joining")
+    started = time.time()
+    for c in clients:
+        c.stdin.write("go\n")
+        c.stdin.close()
     outs = []  # read as they come: a client blocked on a full pipe would never exit
     readers = [threading.Thread(target=lambda c=c: outs.append(json.loads(c.stdout.read()))) for c in clients]
     for r in readers:
         r.start()
-    peak = _watch_connections(db, clients)
-    wall = time.time() - started
+    watcher.join()
+    wall, peak = time.time() - started, peak[0]
     for r in readers:
         r.join()
     if coordinator is not None:
@@ -132,14 +143,14 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     final = optuna.load_study(study_name=STUDY, storage=optuna.storages.RDBStorage(_url(db)))
     states = [t.state.name for t in final.get_trials(deepcopy=False)]
     _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("claim", "wait", "report", "finish")}
+    ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("join", "claim", "sample", "wait", "report", "finish")}
     errors: dict[str, int] = {}
     for o in outs:
         for kind, n in o["errors"].items():
             errors[kind] = errors.get(kind, 0) + n
     finished = sum(o["finished"] for o in outs)
     return {
-        "mode": mode, "workers": workers, "existing": existing, "budget": n_trials - existing,
+        "mode": mode, "workers": workers, "existing": existing, "budget": n_trials - existing, "trial_s": trial_s,
         "finished": finished, "complete_in_storage": states.count("COMPLETE") - existing,
         "running_left": states.count("RUNNING"), "wall_s": round(wall, 2),
         "trials_per_s": round(finished / wall, 2), "errors": sum(errors.values()), "error_kinds": sorted(errors, key=errors.get, reverse=True)[:5],
@@ -181,12 +192,13 @@ def _watch_connections(db: str, clients) -> int:
 def table(rows: list[dict]) -> str:
     """The results as the Markdown table of bench/README.md."""
     ms = lambda d: f"{d['p50']:.0f} / {d['p95']:.0f}" if d.get("n") else "-"  # noqa: E731
-    out = ["| existing | workers | setup | finished / budget | trials/s | errors | peak DB conns | "
-           "claim p50 / p95 ms | wait p50 / p95 ms | report p50 / p95 ms | finish p50 / p95 ms |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| existing | workers | trial s | setup | finished / budget | trials/s | errors | peak DB conns | "
+           "join p50 / p95 ms | claim p50 / p95 ms | sample p50 / p95 ms | wait p50 / p95 ms | report p50 / p95 ms | "
+           "finish p50 / p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['existing']} | {r['workers']} | {r['mode']} | {r['finished']} / {r['budget']} | "
-                   f"{r['trials_per_s']} | {r['errors']} | {r['peak_connections']} | {ms(r['claim_ms'])} | "
+        out.append(f"| {r['existing']} | {r['workers']} | {r.get('trial_s', '-')} | {r['mode']} | "
+                   f"{r['finished']} / {r['budget']} | {r['trials_per_s']} | {r['errors']} | {r['peak_connections']} | "
+                   f"{ms(r.get('join_ms', {}))} | {ms(r['claim_ms'])} | {ms(r.get('sample_ms', {}))} | "
                    f"{ms(r['wait_ms'])} | {ms(r['report_ms'])} | {ms(r['finish_ms'])} |")
     return "\n".join(out)
 
@@ -197,12 +209,15 @@ def main() -> None:
     p.add_argument("--existing", default="0,1000,5000")
     p.add_argument("--modes", default="tunefleet,plain")
     p.add_argument("--trials-per-worker", type=int, default=3)
-    p.add_argument("--trial-seconds", type=float, default=2.0)
-    p.add_argument("--ramp-seconds", type=float, default=0.0,
-                   help="Each simulated worker starts at a random time within this many seconds.")
+    p.add_argument("--trial-seconds", type=float, default=0.0,
+                   help="Each trial's length; by default WORKERS / FLEET_RATE, at least 2 s.")
+    p.add_argument("--fleet-rate", type=float, default=4.0,
+                   help="Trials a second the whole fleet asks for, when --trial-seconds is not given.")
+    p.add_argument("--ramp-seconds", type=float, default=None,
+                   help="Each simulated worker starts at a random time within this many seconds (default: one trial).")
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--connections", type=int, default=16, help="The coordinator's database connections.")
-    p.add_argument("--timeout", type=float, default=180.0, help="Seconds a cell may run.")
+    p.add_argument("--timeout", type=float, default=240.0, help="Seconds a cell may run once its workers joined.")
     p.add_argument("--out", default=str(HERE / "results" / "grid.json"))
     p.add_argument("--table", metavar="RESULTS", help="Print the Markdown table of a results file, run nothing.")
     a = p.parse_args()
