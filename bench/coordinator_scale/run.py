@@ -2,22 +2,23 @@
 simulated workers, through the coordinator's proxy (tunefleet) and as plain Optuna
 RDBStorage clients, against one PostgreSQL (max_connections 100, as installed).
 
-    python -m bench.coordinator_scale.run                  # the full grid, about 30 minutes
+    python -m bench.coordinator_scale.run --trials-per-worker 2   # the grid, about 35 minutes
     python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet
-    python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet,plain
-        --trial-seconds 60 --trials-per-worker 1 --ramp-seconds 30 --timeout 240
-        --out bench/coordinator_scale/results/fleet.json   # a fleet-like load (one command line)
+    python -m bench.coordinator_scale.run --workers 256 --trial-seconds 2   # saturate it
     python -m bench.coordinator_scale.run --table bench/coordinator_scale/results/grid.json
 
 Each cell: a fresh database cloned from a template holding a study with
 EXISTING finished trials; WORKERS clients (threads, over up to 8 processes)
-each run TRIALS_PER_WORKER trials of TRIAL_SECONDS (two reports, then the
-finish); the bench samples pg_stat_activity every 50 ms for the database's
-connections. Claim = the worker's claim of a trial with its params sampled
-(random sampler: the bench measures coordination, not TPE); wait = from wanting
-a trial to holding one (includes waits for the coordinator's queue); report =
-an intermediate value and the median pruner's verdict, as at an evaluation.
-Results: bench/coordinator_scale/results/<name>.json and a table printed.
+join (read the study's history once, as a starting worker does), then, all at
+once, each run TRIALS_PER_WORKER trials of TRIAL_SECONDS (by default
+WORKERS / FLEET_RATE: every fleet asks for the same trials a second), starting
+over one trial's length. Timed apart: join; claim (the worker's own claim);
+sample (the params, random sampler: the bench measures coordination, not TPE);
+wait (from wanting a trial to holding one, waits for the coordinator's queue
+included); report (an intermediate value and the median pruner's verdict, as
+at an evaluation); finish (tell). The bench samples pg_stat_activity every
+50 ms for the database's connections. Results: bench/coordinator_scale/results/
+<name>.json and a table printed (bench/README.md).
 """
 
 from __future__ import annotations
