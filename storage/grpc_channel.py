@@ -12,6 +12,7 @@ import grpc
 
 KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 20_000, 10_000
 CALL_DEADLINE_S = 120.0  # far above any storage call's time, even a 256-worker queue's
+SNAPSHOT_S = 0.5  # how stale a worker's view of the other trials may be (storage/proxy.py)
 
 CLIENT_OPTIONS = [
     ("grpc.max_receive_message_length", -1),  # as Optuna's client: a study's trials in one reply

@@ -10,8 +10,7 @@ from optuna.storages import GrpcStorageProxy
 from optuna.storages._grpc.auto_generated.api_pb2_grpc import StorageServiceStub
 from optuna.storages._grpc.client import GrpcClientCache
 
-from storage.grpc_channel import CALL_DEADLINE_S, channel
-from storage.proxy import SNAPSHOT_S
+from storage.grpc_channel import CALL_DEADLINE_S, SNAPSHOT_S, channel
 
 
 class StorageProxy(GrpcStorageProxy):
@@ -35,8 +34,8 @@ class _SnapshotCache(GrpcClientCache):
         self._read_at: dict[int, float] = {}
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
-        now = time.monotonic()
-        if study_id in self.studies and now - self._read_at.get(study_id, -SNAPSHOT_S) < SNAPSHOT_S:
+        now, read_at = time.monotonic(), self._read_at.get(study_id)
+        if read_at is not None and study_id in self.studies and now - read_at < SNAPSHOT_S:
             return
         super()._read_trials_from_remote_storage(study_id)
         self._read_at[study_id] = now

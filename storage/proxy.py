@@ -18,15 +18,13 @@ from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
 from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
 
 from storage import outage
-
-SNAPSHOT_S = 0.5  # how stale a worker's view of the other trials may be
+from storage.grpc_channel import SERVER_OPTIONS, SNAPSHOT_S
 
 
 def start(storage, artifact_store, host: str, port: int, threads: int, handlers=()):
     """Starts serving `storage` (best an RDBStorage behind Optuna's cache of finished trials,
     optuna.storages.get_storage), `artifact_store` and any other generic `handlers`; the grpc.Server."""
     from storage.grpc_artifacts import handler
-    from storage.grpc_channel import SERVER_OPTIONS
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), interceptors=[_Outages()], options=SERVER_OPTIONS)
     api_pb2_grpc.add_StorageServiceServicer_to_server(_Service(storage), server)

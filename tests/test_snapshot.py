@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from storage import open_storage, proxy
 
 
-def _served(snapshot_s: float = proxy.SNAPSHOT_S):
+def _served():
     backend = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=backend, study_name="s")
     port = free_port()
