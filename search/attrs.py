@@ -12,7 +12,13 @@ RESUME_OF = "tunefleet.resume_of"  # trial: the trial whose lease expired, conti
 BATCH = "tunefleet.batch"  # trial: micro-batch, accumulation, out-of-memory retries, step it started at
 TIMING = "tunefleet.timing"  # trial: seconds from claim to first step, in steps, evaluations, checkpoints
 INFEASIBLE = "tunefleet.infeasible"  # trial: out of memory at micro-batch 1; the sampler avoids its region
+LINEAGE = "tunefleet.lineage"  # trial: number of the trial that started this configuration (continuations only)
+PROMOTED_FROM = "tunefleet.promoted_from"  # trial: the paused trial it continues at the next rung
+PAUSED = "tunefleet.paused"  # trial: {"rung": key, "step": n}: stopped at a rung, checkpoint kept, may be promoted
+EARLY_STOP = "tunefleet.early_stop"  # trial: detector, step and evidence that ended it early as COMPLETE
+COST = "tunefleet.cost"  # trial: {"tokens": non-padding tokens trained, "seconds": in training} by this trial itself
 
 # System attrs (hidden in the dashboard's attribute tables): worker bookkeeping.
 LEASE = "tunefleet.lease"  # trial: {"expires": unix time, "holder": "host:pid"}, renewed by heartbeats
-CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n} of its latest checkpoint
+CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n, "key": k} of its latest checkpoint
+BEST_CHECKPOINT = "tunefleet.best_checkpoint"  # trial: {"artifact", "step", "key", "value"} at its best eval loss

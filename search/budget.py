@@ -13,9 +13,23 @@ from search import attrs
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def trials_spent(study: optuna.Study, spec) -> bool:
-    """All n_trials are taken (running ones included: one may yet come back, re-queued)."""
-    return len(study.get_trials(deepcopy=False, states=COUNTED)) >= spec.n_trials
+def configurations(trials, states=COUNTED) -> int:
+    """Configurations started among trials in these states: a resumed or promoted trial
+    continues its configuration (attrs.LINEAGE) and does not count again."""
+    return len({t.user_attrs.get(attrs.LINEAGE, t.number) for t in trials if t.state in states})
+
+
+def trials_spent(study: optuna.Study, spec, trials: list | None = None) -> bool:
+    """All n_trials configurations are taken (running ones included: one may yet come back, re-queued)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return configurations(trials) >= spec.n_trials
+
+
+def compute(trials) -> dict:
+    """Training compute of all trials so far (running ones up to their last evaluation)."""
+    costs = [t.user_attrs.get(attrs.COST) or {} for t in trials]
+    return {"tokens": sum(c.get("tokens", 0) for c in costs),
+            "seconds": round(sum(c.get("seconds", 0.0) for c in costs), 3)}
 
 
 def stop_reason(study: optuna.Study, spec, now: float | None = None, trials: list | None = None) -> str | None:
@@ -26,6 +40,10 @@ def stop_reason(study: optuna.Study, spec, now: float | None = None, trials: lis
     if stop:
         return stop["reason"]
     trials = study.get_trials(deepcopy=False) if trials is None else trials
+    if spec.max_tokens:
+        tokens = compute(trials)["tokens"]
+        if tokens >= spec.max_tokens:
+            return f"token budget spent ({tokens:,} of {spec.max_tokens:,} training tokens)"
     used = gpu_hours(trials, now) if spec.max_gpu_hours else 0.0
     if spec.max_gpu_hours and used >= spec.max_gpu_hours:
         return f"GPU-hour budget spent ({used:.3f} of {spec.max_gpu_hours:g} h)"

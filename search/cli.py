@@ -54,14 +54,18 @@ def study():
 @click.option("--model", required=True, type=click.Path(), help="Model directory saved with save_pretrained.")
 @click.option("--dataset", required=True, type=click.Path(), help="JSONL: text, prompt+completion, or messages.")
 @click.option("--method", required=True, help="full, lora, qlora or prefix.")
-@click.option("--n-trials", default=20, show_default=True, help="Trials over all workers.")
-@click.option("--max-steps", default=100, show_default=True, help="Optimizer steps per trial.")
-@click.option("--eval-steps", default=0, help="Evaluate every N steps (default max-steps // 10).")
+@click.option("--n-trials", default=20, show_default=True, help="Configurations tried, over all workers.")
+@click.option("--epochs", default=0.0, help="Passes over the data per trial, fractions allowed (default: the "
+                                            "seeds' 5 / 3 / 2 by dataset size); steps follow from each trial's batch.")
+@click.option("--max-steps", default=0, help="Instead of --epochs: the same optimizer steps for every trial.")
+@click.option("--eval-steps", default=0, help="With --max-steps: evaluate every N steps (default max-steps // 10).")
+@click.option("--max-tokens", default=0, help="Stop starting trials once all trials trained this many tokens (0: none).")
 @click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
 @click.option("--max-micro-batch", default=8, show_default=True, help="Largest per-device micro-batch.")
 @click.option("--sampler", default="prior", show_default=True,
               help="prior (the documents' priors, then TPE steered by them), tpe, random or gp.")
-@click.option("--pruner", default="default", show_default=True, help="default, median, hyperband or none.")
+@click.option("--pruner", default="asha", show_default=True,
+              help="asha (pause at rungs, promote the best), median, hyperband or none.")
 @click.option("--space", "space_file", type=click.Path(), help="YAML that narrows, widens or fixes hyperparameters.")
 @click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
 @click.option("--dataset-size", type=int, help="Examples, for the batch-size tier (default: counted).")
@@ -77,7 +81,8 @@ def study():
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
-def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, seq_len, max_micro_batch,
+def study_create(name, model, dataset, method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
+                 max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
                  max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, resume, storage_url,
                  as_json):
@@ -86,7 +91,8 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
     from spaces.overrides import read_space_file
 
     spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method,
-                            n_trials=n_trials, max_steps=max_steps, eval_steps=eval_steps, seq_len=seq_len,
+                            n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
+                            max_tokens=max_tokens, seq_len=seq_len,
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
                             n_examples=dataset_size, space_overrides=read_space_file(space_file),
@@ -110,8 +116,9 @@ def study_create(name, model, dataset, method, n_trials, max_steps, eval_steps, 
     if as_json:
         _print_json({"study": name, "spec": spec.to_dict(), "queued": queued})
     else:
-        click.echo(f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} trials of "
-                   f"{spec.max_steps} steps; {queued} starting config(s) queued.\n"
+        size = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs:g} epochs"
+        click.echo(f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} configurations of "
+                   f"{size}, pruner {spec.pruner}; {queued} starting config(s) queued.\n"
                    f"start workers with: tunefleet worker {name}")
 
 
@@ -319,7 +326,12 @@ def status(name, storage_url, as_json):
     if as_json:
         return _print_json(report)
     counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items() if v)
-    click.echo(f"study {report['study']} ({report['method']}), budget {report['n_trials']} trials: {counts or 'no trials'}")
+    click.echo(f"study {report['study']} ({report['method']}), {report['configurations']} of "
+               f"{report['n_trials']} configurations: {counts or 'no trials'}"
+               + (f" ({report['paused']} of the pruned paused at a rung)" if report["paused"] else ""))
+    compute = report["compute"]
+    limit = f" of {report['max_tokens']:,}" if report["max_tokens"] else ""
+    click.echo(f"compute: {compute['tokens']:,}{limit} training tokens, {compute['seconds']:.1f} s in training")
     if report["stopped"]:
         click.echo(f"stopped: {report['stopped']}")
     if report["best"]:

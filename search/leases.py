@@ -68,7 +68,8 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
 def queue_resume(study: optuna.Study, trial, why: str) -> None:
     """Queues the trial's params again, marked to resume from its checkpoint."""
     study.enqueue_trial(trial.params, user_attrs={attrs.SOURCE: f"resume of trial {trial.number} ({why})",
-                                                  attrs.RESUME_OF: trial.number})
+                                                  attrs.RESUME_OF: trial.number,
+                                                  attrs.LINEAGE: trial.user_attrs.get(attrs.LINEAGE, trial.number)})
 
 
 def resumes(study: optuna.Study, trial) -> int:

@@ -26,7 +26,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search import attrs
-from search.budget import COUNTED
+from search import asha
+from search.budget import configurations
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
@@ -79,8 +80,17 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     how many it queued. Call under the claim lock."""
     now = time.time() if now is None else now
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    waiting = [t._trial_id for t in trials if t.state == TrialState.WAITING]
-    room = spec.n_trials - len(waiting) - sum(t.state in COUNTED for t in trials)
+    spent = configurations(trials) >= spec.n_trials
+    promoted = asha.promotions(trials, spec, spent) if not study.user_attrs.get(attrs.STOP) else []
+    for paused in promoted:
+        asha.promote(study, paused)
+    if promoted:
+        trials = study.get_trials(deepcopy=False)
+    # Continuations (resumes, promotions) first: their configurations are counted already.
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    waiting = [t._trial_id for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
+    new = sum(attrs.LINEAGE not in t.user_attrs for t in trials if t.state == TrialState.WAITING)
+    room = spec.n_trials - new - configurations(trials)
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
     stopped = bool(study.user_attrs.get(attrs.STOP))
     demand = max(MIN_READY, 2 * started, queue.misses(study._study_id))
@@ -89,7 +99,10 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
         waiting.append(study._storage.create_new_trial(
             study._study_id, template_trial=optuna.trial.create_trial(
                 state=TrialState.WAITING, system_attrs={"fixed_params": {}}, user_attrs={attrs.SOURCE: TICKET})))
-    queue.publish(study._study_id, [] if stopped else waiting, not stopped and (bool(waiting) or room > 0))
+    # A running trial may yet pause and earn another's promotion: more may come while one runs.
+    running = any(t.state == TrialState.RUNNING for t in trials)
+    queue.publish(study._study_id, [] if stopped else waiting,
+                  not stopped and (bool(waiting) or room > 0 or running))
     return max(wanted, 0)
 
 
@@ -114,8 +127,20 @@ def handler(queue: Queue, storage):
 def pop(study: optuna.Study) -> optuna.Trial | None:
     """Takes a ready trial from the coordinator, or None if none is queued for now."""
     trial_id = _call(study, "Take")
-    if trial_id is None:
+    return None if trial_id is None else _running(study, trial_id)
+
+
+def take(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
+    """A WAITING trial of one's choosing, now RUNNING (None if another took it first)."""
+    try:
+        if not study._storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+            return None
+    except optuna.exceptions.UpdateFinishedTrialError:
         return None
+    return _running(study, trial_id)
+
+
+def _running(study: optuna.Study, trial_id: int) -> optuna.Trial:
     study._thread_local.cached_all_trials = None  # as ask() does: sample from the latest history
     return optuna.Trial(study, trial_id)
 

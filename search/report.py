@@ -8,7 +8,7 @@ from collections import Counter
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import asha, attrs, budget, progress
 from search.spec import StudySpec
 from search.study import space_of
 from spaces import export
@@ -49,10 +49,13 @@ def status(study: optuna.Study, spec: StudySpec) -> dict:
             "last_step": t.last_step, "last_value": t.intermediate_values.get(t.last_step),
         })
     pruned = [{"number": t.number, **t.user_attrs.get(attrs.PRUNE, {"detector": "unknown"})}
-              for t in trials if t.state == TrialState.PRUNED]
+              for t in trials if t.state == TrialState.PRUNED and attrs.PAUSED not in t.user_attrs]
     return {
         "study": study.study_name, "method": spec.method, "n_trials": spec.n_trials,
+        "configurations": budget.configurations(trials),
         "counts": {s.name: counts.get(s.name, 0) for s in TrialState},
+        "paused": len(asha.paused(trials)),
+        "compute": budget.compute(trials), "max_tokens": spec.max_tokens,
         "best": {"number": best.number, "value": best.value, "params": best.params} if best else None,
         "running": running, "pruned": pruned,
         "stopped": (study.user_attrs.get(attrs.STOP) or {}).get("reason"),
@@ -65,9 +68,10 @@ def best(study: optuna.Study, spec: StudySpec) -> dict:
         raise InputError(f"study '{study.study_name}' has no complete trial yet")
     # Params of the space in its order; a trial may hold none outside it.
     params = {name: trial.params[name] for name in space_of(spec)}
+    steps = progress.trial_steps(spec, params["batch_size"])
     return {
         "study": study.study_name, "number": trial.number, "value": trial.value, "params": params,
-        "training_arguments": export.training_arguments(params, spec.method, spec.max_steps, spec.eval_steps,
+        "training_arguments": export.training_arguments(params, spec.method, steps, progress.eval_steps(spec, steps),
                                                         spec.max_micro_batch, spec.seed),
         "peft_config": export.peft_config(params, spec.method),
         "quantization_config": export.quantization_config(spec.method),

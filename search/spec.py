@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spaces.errors import InputError
+from spaces import priors
 from spaces.priors import METHODS
 from spaces.space import build_space
 
 SAMPLERS = ("prior", "tpe", "random", "gp")
-PRUNERS = ("default", "median", "hyperband", "none")
+PRUNERS = ("asha", "median", "hyperband", "none")
 
 
 @dataclass
@@ -79,11 +80,19 @@ class StudySpec:
     retry_diverged: bool = True
     """After a divergence, queue the same params once more at half the learning rate (002's adjustment)."""
     n_trials: int = 20
-    """Trials the study runs (complete or pruned), over all workers."""
-    max_steps: int = 100
-    """Optimizer steps per trial: every trial gets the same compute."""
+    """Configurations the study tries, over all workers (a resumed or promoted trial continues
+    its configuration and does not count again)."""
+    epochs: float = 0.0
+    """Passes over the training split per trial (fractions allowed): a trial's optimizer steps
+    follow from the dataset size and its effective batch. 0 with max_steps 0: the seeds'
+    epochs for the dataset size (5 below 1k examples, 3 to 10k, 2 above)."""
+    max_steps: int = 0
+    """Instead of epochs: the same optimizer steps for every trial (then a larger batch buys more
+    compute and more data per trial)."""
     eval_steps: int = 0
-    """Evaluate (and report to the pruner) every this many steps; 0 means max_steps // 10."""
+    """With max_steps: evaluate every this many steps (0: max_steps // 10)."""
+    evals_per_trial: int = 10
+    """With epochs: evaluations per trial, evenly spaced over its run (plus the rungs)."""
     seq_len: int = 512
     """Tokens per example after truncation."""
     eval_fraction: float = 0.1
@@ -94,8 +103,18 @@ class StudySpec:
     """Largest per-device micro-batch; the effective batch is reached by accumulation."""
     sampler: str = "prior"
     """prior (the documents' priors, then TPE with their weight decaying), tpe, random or gp."""
-    pruner: str = "default"
-    """default (median with the detectors), median, hyperband or none."""
+    pruner: str = "asha"
+    """asha (asynchronous successive halving: trials pause at rungs and the best are promoted,
+    continuing from their checkpoint), median, hyperband or none (the detectors run regardless)."""
+    eta: int = 3
+    """asha: a third (1/eta) of the trials reaching a rung go on to the next."""
+    min_fraction: float = 1 / 9
+    """asha: the lowest rung, as a fraction of a trial's run; rungs at min_fraction x eta^k."""
+    max_tokens: int = 0
+    """Stop starting trials once all trials together trained on this many tokens (0: no limit)."""
+    keep_best: int | None = None
+    """The best this-many complete trials keep their best checkpoint (default: 3 for adapters,
+    1 for full fine-tuning); every other checkpoint is removed when its trial ends."""
     max_gpu_hours: float = 0.0
     """Stop starting trials once the trials so far used this many GPU-hours (0: no limit)."""
     max_wall_hours: float = 0.0
@@ -120,10 +139,22 @@ class StudySpec:
         _require(self.n_examples >= 2, "the dataset needs at least 2 examples (one to train, one to evaluate)")
         _require(self.n_params >= 0, "n_params must not be negative")
         _require(self.n_trials >= 1, "n_trials must be at least 1")
-        _require(self.max_steps >= 1, "max_steps must be at least 1")
-        if self.eval_steps == 0:
-            self.eval_steps = max(1, self.max_steps // 10)
-        _require(1 <= self.eval_steps <= self.max_steps, "eval_steps must lie between 1 and max_steps")
+        _require(self.max_steps >= 0 and self.epochs >= 0, "max_steps and epochs must not be negative")
+        _require(not (self.max_steps and self.epochs), "give epochs or max_steps, not both")
+        if self.max_steps:
+            if self.eval_steps == 0:
+                self.eval_steps = max(1, self.max_steps // 10)
+            _require(1 <= self.eval_steps <= self.max_steps, "eval_steps must lie between 1 and max_steps")
+        else:
+            _require(self.eval_steps == 0, "eval_steps goes with max_steps; with epochs use evals_per_trial")
+            self.epochs = self.epochs or float(priors.epochs(self.n_examples))
+        _require(self.evals_per_trial >= 1, "evals_per_trial must be at least 1")
+        _require(self.eta >= 2, "eta must be at least 2")
+        _require(0 < self.min_fraction <= 1, "min_fraction must lie in (0, 1]")
+        _require(self.max_tokens >= 0, "max_tokens must not be negative")
+        if self.keep_best is None:
+            self.keep_best = 1 if self.method == "full" else 3
+        _require(self.keep_best >= 0, "keep_best must not be negative")
         _require(self.seq_len >= 8, "seq_len must be at least 8")
         _require(0 < self.eval_fraction < 1, "eval_fraction must lie strictly between 0 and 1")
         _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")

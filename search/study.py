@@ -6,7 +6,7 @@ import time
 
 import optuna
 
-from search import attrs
+from search import attrs, progress
 from search.spec import StudySpec
 from spaces.errors import InputError
 from spaces.space import build_space, starting_configs
@@ -31,12 +31,18 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The cross-trial pruner, on the keys trials report under (search/progress.py)."""
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
+    if spec.pruner == "asha":
+        from search.asha import AshaPruner
+
+        return AshaPruner(spec)
+    first = progress.key(spec, progress.eval_fractions(spec)[0])
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=spec.eval_steps, max_resource=spec.max_steps)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=progress.resource(spec))
     # Not at the first evaluation: every curve drops steeply at the start.
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=spec.eval_steps + 1)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first + 1)
 
 
 def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudySpec:

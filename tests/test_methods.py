@@ -20,7 +20,7 @@ def test_method_trains_and_reports(tiny, tmp_path, method):
     url = f"journal:{tmp_path / 'j.log'}"
     storage = open_storage(url)
     spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=700, n_trials=1,
-                     max_steps=4, eval_steps=2, seq_len=48)
+                     max_steps=4, eval_steps=2, seq_len=48, pruner="none")
     create(storage, method, spec)
     study, spec = load(storage, method)
     trial = claim(study, storage, url, spec)

@@ -8,20 +8,27 @@ import statistics
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
+from search import progress
 from search.spec import StudySpec
 from workers.detectors import (DivergenceDetector, GradientExplosionDetector, GradientVanishingDetector,
                                OverfittingDetector, PlateauDetector, Verdict)
 
+# Verdicts of convergence: the trial ends early as COMPLETE, its value the best eval loss it
+# reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
+EARLY_STOPPING = ("plateau", "overfitting")
+PAUSE = "rung"  # the asha pruner's verdict: paused at a rung, its checkpoint kept for a promotion
+
 
 class PruningCallback(TrainerCallback):
-    """Feeds train losses to the divergence detector, gradient norms to the
-    explosion and vanishing detectors, eval losses (with the train losses
-    between evaluations) to the plateau and overfitting detectors and to the
-    Optuna pruner; the first verdict stops training."""
+    """Evaluates (and checkpoints) at the trial's evaluation points; feeds train losses to
+    the divergence detector, gradient norms to the explosion and vanishing detectors,
+    eval losses (with the train losses between evaluations) to the plateau and
+    overfitting detectors and to the Optuna pruner; the first verdict stops training."""
 
-    def __init__(self, trial, spec: StudySpec, should_stop=lambda: False):
+    def __init__(self, trial, spec: StudySpec, total_steps: int, should_stop=lambda: False):
         d = spec.detectors
-        self.trial, self.spec, self.should_stop, self.max_steps = trial, spec, should_stop, spec.max_steps
+        self.trial, self.spec, self.should_stop, self.total_steps = trial, spec, should_stop, total_steps
+        self.points = progress.eval_points(spec, total_steps)  # step -> key reported under
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
         self.explosion = GradientExplosionDetector(d.explosion_ratio, d.explosion_patience)
@@ -32,11 +39,24 @@ class PruningCallback(TrainerCallback):
         self.eval_losses: dict[int, float] = {}
         self.started_at_step = 0  # above 0 when the Trainer resumed a checkpoint
 
-    def _end(self, verdict, control):
+    def key(self, step: int) -> int:
+        return self.points.get(step) or progress.key(self.spec, step / self.total_steps)
+
+    @property
+    def best(self) -> float | None:
+        """The trial's value: the best eval loss it reached."""
+        finite = [v for v in self.eval_losses.values() if math.isfinite(v)]
+        return min(finite) if finite else None
+
+    @property
+    def paused(self) -> bool:
+        return self.verdict is not None and self.verdict.detector == PAUSE
+
+    def _end(self, verdict, control, keep: bool = False):
         if verdict is not None and self.verdict is None:
             self.verdict = verdict
             control.should_training_stop = True
-            control.should_save = False  # nothing will resume an ended trial
+            control.should_save = keep
 
     def on_train_begin(self, args, state, control, **kwargs):
         """A resumed run: the detectors see the inherited history first (nothing is reported again)."""
@@ -46,6 +66,13 @@ class PruningCallback(TrainerCallback):
                 self._train_log(logs["step"], logs)
             if "eval_loss" in logs:
                 self._eval_loss(logs["step"], float(logs["eval_loss"]))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.should_stop():
+            self.interrupted = True
+            control.should_training_stop = True
+        elif state.global_step in self.points:  # a checkpoint at every evaluation, to resume from
+            control.should_evaluate = control.should_save = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -58,15 +85,17 @@ class PruningCallback(TrainerCallback):
         step, loss = state.global_step, float(metrics["eval_loss"])
         if not math.isfinite(loss):
             return self._end(Verdict("divergence", step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
-        self.trial.report(loss, step)
+        best_before = self.best
+        new_best = best_before is None or loss < best_before
+        self.trial.report(loss, self.key(step))
         verdicts = self._eval_loss(step, loss)
-        if step >= self.max_steps:  # the run is done: stopping it now would save nothing
-            control.should_save = False
+        if step >= self.total_steps:  # the run is done: stopping it now would save nothing
+            control.should_save = new_best  # the checkpoint a trial keeps is its best
             return
         for verdict in verdicts:
-            self._end(verdict, control)
+            self._end(verdict, control, keep=verdict is not None and verdict.detector in EARLY_STOPPING and new_best)
         if self.verdict is None and self.trial.should_prune():
-            self._end(self._pruner_verdict(step), control)
+            self._end(self._pruner_verdict(step), control, keep=self.spec.pruner == "asha")
 
     def _train_log(self, step: int, logs: dict) -> list:
         loss = float(logs["loss"])
@@ -82,17 +111,23 @@ class PruningCallback(TrainerCallback):
         return [self.plateau.update(step, loss), self.overfitting.update(step, loss)]
 
     def _pruner_verdict(self, step: int) -> Verdict:
-        """The pruner's verdict with the numbers it judged (as MedianPruner computes them)."""
-        study = self.trial.study
-        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if step in t.intermediate_values]
+        """The pruner's verdict with the numbers it judged."""
+        study, key = self.trial.study, self.key(step)
+        if self.spec.pruner == "asha":
+            from search.asha import lineage, rung_values
+
+            values = rung_values(study.get_trials(deepcopy=False), key)
+            values[lineage(self.trial)] = self.eval_losses[step]
+            ranked = sorted(values.values())
+            return Verdict(PAUSE, step, {
+                "rule": f"not among the best 1/{self.spec.eta} of the configurations at this rung: paused, "
+                        "checkpoint kept, promoted if it gets there",
+                "rung": key, "loss": self.eval_losses[step], "rank": ranked.index(self.eval_losses[step]) + 1,
+                "reached": len(values), "promoted": len(values) // self.spec.eta})
+        others = [t.intermediate_values[key] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if key in t.intermediate_values]
         evidence = {"rule": "best eval loss so far above the median of complete trials at this step",
                     "best_loss": min(self.eval_losses.values()), "complete_trials": len(others)}
         if others:
             evidence["median"] = statistics.median(others)
         return Verdict(f"pruner:{type(study.pruner).__name__}", step, evidence)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.should_stop():
-            self.interrupted = True
-            control.should_training_stop = True

@@ -9,6 +9,7 @@ pointer names a whole checkpoint.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tarfile
 import tempfile
@@ -21,31 +22,46 @@ from search import attrs
 
 
 class CheckpointCallback(TrainerCallback):
-    """Uploads each checkpoint the Trainer saves and points the trial at it."""
+    """Uploads each checkpoint the Trainer saves and points the trial at it: always as its
+    latest (to resume from), and as its best when the evaluation just before it is the
+    trial's best eval loss so far (the one a complete trial keeps)."""
 
-    def __init__(self, trial, artifact_store):
-        self.trial, self.store = trial, artifact_store
+    def __init__(self, trial, artifact_store, keys: dict[int, int]):
+        self.trial, self.store, self.keys = trial, artifact_store, keys
+        self._losses: dict[int, float] = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics:
+            self._losses[state.global_step] = float(metrics["eval_loss"])
 
     def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        step = state.global_step
+        folder = Path(args.output_dir) / f"checkpoint-{step}"
         storage, trial_id = self.trial.storage, self.trial._trial_id
-        previous = storage.get_trial_system_attrs(trial_id).get(attrs.CHECKPOINT)
+        pointers = storage.get_trial_system_attrs(trial_id)
+        latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
         artifact = str(uuid.uuid4())
         with tempfile.TemporaryFile() as f:
             with tarfile.open(fileobj=f, mode="w") as tar:
                 tar.add(folder, arcname=".")
             f.seek(0)
             self.store.write(artifact, f)
-        storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, {"artifact": artifact, "step": state.global_step})
-        if previous and previous["artifact"] != artifact:
-            _remove(self.store, previous["artifact"])
+        new_latest = {"artifact": artifact, "step": step, "key": self.keys.get(step, step)}
+        storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
+        loss = self._losses.get(step)
+        new_best = best
+        if loss is not None and math.isfinite(loss) and (best is None or loss < best["value"]):
+            new_best = {**new_latest, "value": loss}
+            storage.set_trial_system_attr(trial_id, attrs.BEST_CHECKPOINT, new_best)
+        _remove_unreferenced(self.store, [latest, best], [new_latest, new_best])
 
 
 def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
-    """For a trial that resumes another (lease expired): the other's checkpoint unpacked
-    into output_dir, its intermediate values up to that step reported again, and the
-    pointer taken over. None when there is nothing to resume from."""
-    number = trial.user_attrs.get(attrs.RESUME_OF)
+    """For a trial that continues another (resumed after a lost lease, or promoted from a rung):
+    the other's latest checkpoint unpacked into output_dir, its intermediate values up to
+    there reported again, and its checkpoint pointers taken over. None when there is
+    nothing to continue from."""
+    number = trial.user_attrs.get(attrs.RESUME_OF, trial.user_attrs.get(attrs.PROMOTED_FROM))
     if number is None:
         return None
     (previous,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
@@ -63,18 +79,57 @@ def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
             tar.extractall(folder, filter="data")
     except ArtifactNotFound:  # removed by hand, or a store that lost it: start over
         return None
-    for step, value in sorted(previous.intermediate_values.items()):
-        if step <= pointer["step"]:
-            trial.report(value, step)
+    for key, value in sorted(previous.intermediate_values.items()):
+        if key <= pointer.get("key", pointer["step"]):
+            trial.report(value, key)
     trial.storage.set_trial_system_attr(trial._trial_id, attrs.CHECKPOINT, pointer)
+    best = previous.system_attrs.get(attrs.BEST_CHECKPOINT)
+    if best is not None:
+        trial.storage.set_trial_system_attr(trial._trial_id, attrs.BEST_CHECKPOINT, best)
     return folder
 
 
-def discard(trial, artifact_store) -> None:
-    """Removes the trial's checkpoint once the trial has ended (its curves stay)."""
-    pointer = trial.storage.get_trial_system_attrs(trial._trial_id).get(attrs.CHECKPOINT)
+def finish(trial, artifact_store, keep_latest: bool = False, keep_best: bool = False) -> None:
+    """Removes the checkpoints of a trial that has ended, but the ones it keeps: a paused
+    trial keeps both (a promotion continues from its latest), a complete one its best."""
+    pointers = trial.storage.get_trial_system_attrs(trial._trial_id)
+    latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
+    _remove_unreferenced(artifact_store, [latest, best],
+                         [latest if keep_latest else None, best if keep_best else None])
+
+
+def keep_top(study, trial, artifact_store, k: int) -> None:
+    """After `trial` completed: only the k best complete trials keep their best checkpoint, so
+    the one it pushed out of the top k (or itself, if it is not in it) lets go of its own."""
+    from optuna.trial import TrialState
+
+    me = trial.storage.get_trial(trial._trial_id)  # as it is now: the list may be a snapshot old
+    others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number != me.number]
+    complete = sorted(others + [me], key=lambda t: (t.value, t.number))
+    ranks = [t.number for t in complete]
+    if len(complete) <= k:
+        return
+    out = complete[k] if ranks.index(trial.number) < k else complete[ranks.index(trial.number)]
+    pointer = out.system_attrs.get(attrs.BEST_CHECKPOINT)
     if pointer:
         _remove(artifact_store, pointer["artifact"])
+
+
+def remove_pointers(frozen, artifact_store) -> None:
+    """Removes the checkpoints a finished trial points at."""
+    _remove_unreferenced(artifact_store, [frozen.system_attrs.get(attrs.CHECKPOINT),
+                                          frozen.system_attrs.get(attrs.BEST_CHECKPOINT)], [])
+
+
+def discard(trial, artifact_store) -> None:
+    """Removes every checkpoint of a trial that has ended (its curves stay)."""
+    finish(trial, artifact_store)
+
+
+def _remove_unreferenced(store, old: list, kept: list) -> None:
+    keep = {p["artifact"] for p in kept if p}
+    for artifact in {p["artifact"] for p in old if p} - keep:
+        _remove(store, artifact)
 
 
 def _remove(store, artifact: str) -> None:

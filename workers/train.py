@@ -12,6 +12,7 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PrinterCallback, Trainer,
                           TrainingArguments)
 
+from search import progress
 from search.spec import StudySpec
 from spaces import export
 from workers.data import Collator, train_eval_split
@@ -97,13 +98,17 @@ def _keep_4bit_weights_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_batch: int, output_dir: str,
-                  callbacks: list) -> Trainer:
-    kwargs = export.training_arguments(params, spec.method, spec.max_steps, spec.eval_steps, micro_batch, spec.seed)
+def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_batch: int, total_steps: int,
+                  output_dir: str, callbacks: list) -> Trainer:
+    """The Trainer of one trial of total_steps. When it evaluates and checkpoints is the
+    PruningCallback's to say (at the trial's evaluation points, search/progress.py)."""
+    kwargs = export.training_arguments(params, spec.method, total_steps, progress.eval_steps(spec, total_steps),
+                                       micro_batch, spec.seed)
     # The eval batch is the study's, not this worker's: eval loss shifts with eval batching.
     kwargs["per_device_eval_batch_size"] = spec.max_micro_batch
     # A checkpoint at every evaluation, for a resume after this worker dies (workers/checkpoint.py).
-    kwargs.update(save_strategy="steps", save_steps=spec.eval_steps, save_total_limit=1)
+    kwargs.update(eval_strategy="no", save_strategy="no", save_total_limit=1,
+                  include_num_input_tokens_seen="non_padding")  # the trial's cost (workers/cost.py)
     args = TrainingArguments(
         output_dir=output_dir, disable_tqdm=True, log_level="error",
         # The divergence detector must see a nan, not the Trainer's stand-in for it.

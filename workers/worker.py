@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs, budget, leases, ready
+from search import asha, attrs, budget, leases, ready
 from search.spec import StudySpec
 from search.study import load, space_of
 from spaces.space import suggest
@@ -42,18 +42,17 @@ def say(message: str) -> None:
 
 def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | None = None) -> optuna.Trial | None:
     """The next trial, or None if the study's budget is spent or (behind a coordinator)
-    none is queued for now. Trials whose worker's lease ran out are queued again first."""
+    none is queued for now. Trials whose worker's lease ran out are queued again first,
+    and paused configurations that earned a promotion (search/asha.py) before new ones."""
     with claim_lock(storage, url, study.study_name) as locked:
-        if not locked:  # behind the coordinator, which re-queues, enforces budgets and queues trials
+        if not locked:  # behind the coordinator, which re-queues, promotes, enforces budgets and queues trials
             trial = ready.pop(study)
         else:
             # Re-read: `study create --resume` may have raised the budget meanwhile.
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
             for number in leases.requeue_expired(study, spec):
                 say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
-            if budget.stop_reason(study, spec) or budget.trials_spent(study, spec):
-                return None
-            trial = study.ask()
+            trial = _next(study, spec)
         if trial is None:
             return None
         leases.renew(storage, trial._trial_id, spec.lease_seconds)
@@ -62,50 +61,81 @@ def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | Non
     return trial
 
 
+def _next(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
+    """Under the claim lock: a promotion or a queued continuation, else a new trial within the budget."""
+    trials = study.get_trials(deepcopy=False)
+    if budget.stop_reason(study, spec, trials=trials):
+        return None
+    spent = budget.trials_spent(study, spec, trials)
+    for paused in asha.promotions(trials, spec, spent)[:1]:
+        asha.promote(study, paused)
+        trials = study.get_trials(deepcopy=False)
+    if not spent:
+        return study.ask()
+    # Only continuations of configurations already counted may start now.
+    for t in trials:
+        if t.state == TrialState.WAITING and attrs.LINEAGE in t.user_attrs:
+            taken = ready.take(study, t._trial_id)
+            if taken is not None:
+                return taken
+    return None
+
+
 @dataclass
 class Run:
     """How a trial's training went on this worker."""
 
-    callback: object  # the PruningCallback: verdict, eval losses, interrupted
-    final: float | None = None  # eval loss at max_steps
+    callback: object  # the PruningCallback: verdict, eval losses, interrupted, best
     log_history: list = field(default_factory=list)
     micro_batch: int = 0
     accumulation: int = 0
     oom_retries: int = 0
     infeasible: bool = False  # out of memory even at micro-batch 1
     timing: object = None  # the TimingCallback: seconds in steps, evaluations, checkpoints (always set by train)
+    cost: dict = field(default_factory=dict)  # {"tokens", "seconds"} this trial trained itself
+
+    @property
+    def value(self) -> float | None:
+        """The trial's value: the best eval loss it reached."""
+        return self.callback.best
 
 
 def train(trial, params, spec, resident, artifact_store, workdir: Path, should_stop, faults=None) -> Run:
-    """Trains the trial on the resident base, resuming the trial it continues if any;
-    on an out-of-memory error, again from its last checkpoint at half the micro-batch."""
+    """Trains the trial on the resident base, continuing the trial it resumes or is promoted
+    from, if any; on an out-of-memory error, again from its last checkpoint at half the micro-batch."""
     import torch
 
+    from search import progress
     from workers.batch import first_micro_batch, free_device_memory, smaller
     from workers.callback import PruningCallback
     from workers.checkpoint import CheckpointCallback, restore
+    from workers.cost import CostCallback
     from workers.timing import TimingCallback
     from workers.train import build_trainer
 
     output_dir = workdir / f"trial-{trial.number}"
     shutil.rmtree(output_dir, ignore_errors=True)
     resume = restore(trial.study, trial, artifact_store, output_dir)
-    micro, retries, timing = first_micro_batch(spec, params, free_device_memory()), 0, TimingCallback()
+    total = progress.trial_steps(spec, params["batch_size"])
+    micro, retries = first_micro_batch(spec, params, free_device_memory()), 0
+    timing, cost = TimingCallback(), CostCallback(trial)
     while True:
         model = resident.model_for(params)
         hook = faults.attach(model) if faults else None
-        callback = PruningCallback(trial, spec, should_stop=should_stop)
-        trainer = build_trainer(spec, params, resident.data, model, micro, str(output_dir),
-                                [callback, CheckpointCallback(trial, artifact_store), timing])
+        callback = PruningCallback(trial, spec, total, should_stop=should_stop)
+        trainer = build_trainer(spec, params, resident.data, model, micro, total, str(output_dir),
+                                [callback, CheckpointCallback(trial, artifact_store, callback.points), cost, timing])
         try:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            if callback.verdict is None and not callback.interrupted and spec.max_steps not in callback.eval_losses:
+            if callback.verdict is None and not callback.interrupted and total not in callback.eval_losses:
                 callback.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=trainer.evaluate())
-            return Run(callback, callback.eval_losses.get(spec.max_steps), trainer.state.log_history, micro,
-                       params["batch_size"] // micro, retries, timing=timing)
+            return Run(callback, trainer.state.log_history, micro, params["batch_size"] // micro, retries,
+                       timing=timing, cost=cost.settle(trainer.state))
         except torch.OutOfMemoryError:
+            cost.settle(trainer.state)
             if micro == 1:
-                return Run(callback, None, trainer.state.log_history, 1, params["batch_size"], retries, True, timing)
+                return Run(callback, trainer.state.log_history, 1, params["batch_size"], retries, True, timing,
+                           cost.settle(trainer.state))
             micro, retries = smaller(micro, params["batch_size"]), retries + 1
             resume = _latest_checkpoint(output_dir) or resume
         finally:
@@ -143,7 +173,7 @@ def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
     lr = space_of(spec)["learning_rate"]
     if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
         return False
-    if len(study.get_trials(deepcopy=False, states=budget.COUNTED + (TrialState.WAITING,))) >= spec.n_trials:
+    if budget.configurations(study.get_trials(deepcopy=False), budget.COUNTED + (TrialState.WAITING,)) >= spec.n_trials:
         return False
     study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
                         user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
@@ -152,17 +182,19 @@ def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
 
 
 def report(study, trial, params, run: Run, artifact_store, claimed_at: float | None = None) -> str:
-    """Tells the trial's end to the study, with its curves, timing and a note for the
-    dashboard; the outcome in words."""
+    """Tells the trial's end to the study, with its cost, curves, timing and a note for the
+    dashboard; the outcome in words. Its value is the best eval loss it reached."""
     from workers import checkpoint, curves
+    from workers.callback import EARLY_STOPPING
 
-    callback = run.callback
+    callback, verdict, value = run.callback, run.callback.verdict, run.value
     if claimed_at is not None and run.timing.first_step_at is not None:
         t = run.timing
         trial.set_user_attr(attrs.TIMING, {"claim_to_first_step_s": round(t.first_step_at - claimed_at, 3),
                                            "steps_s": round(t.steps_s, 3), "eval_s": round(t.eval_s, 3),
                                            "checkpoint_s": round(t.checkpoint_s, 3),
                                            "trial_s": round(time.time() - claimed_at, 3)})
+    trial.set_user_attr(attrs.COST, run.cost)
     if callback.interrupted:
         trial.set_user_attr(attrs.ERROR, "interrupted by a signal; queued again to resume from its checkpoint")
         study.tell(trial, state=TrialState.FAIL)
@@ -173,20 +205,37 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
                                       "started_at_step": callback.started_at_step})
     trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
     curves.upload(trial, run.log_history, artifact_store)
+    first_result = value is not None and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if run.infeasible:
         trial.set_user_attr(attrs.INFEASIBLE, f"out of memory at micro-batch 1 (effective batch {params['batch_size']})")
         state, outcome = TrialState.PRUNED, "infeasible: out of memory even at micro-batch 1"
-    elif callback.verdict is not None:
-        trial.set_user_attr(attrs.PRUNE, callback.verdict.to_dict())
-        state, outcome = TrialState.PRUNED, f"pruned by {callback.verdict.detector} at step {callback.verdict.step}"
+    elif callback.paused:
+        trial.set_user_attr(attrs.PAUSED, {"rung": verdict.evidence["rung"], "step": verdict.step})
+        trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
+        state, outcome = TrialState.PRUNED, (f"paused at the rung at step {verdict.step} (rank "
+                                             f"{verdict.evidence['rank']} of {verdict.evidence['reached']}); "
+                                             "checkpoint kept for a promotion")
+    elif verdict is not None and value is not None and (verdict.detector in EARLY_STOPPING or first_result):
+        # Convergence, or the study's first result: a study never ends without a complete trial.
+        trial.set_user_attr(attrs.EARLY_STOP, verdict.to_dict())
+        state, outcome = TrialState.COMPLETE, (f"complete, stopped early by {verdict.detector} at step "
+                                               f"{verdict.step}, best eval loss {value:.4f}")
+    elif verdict is not None:
+        trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
+        state, outcome = TrialState.PRUNED, f"pruned by {verdict.detector} at step {verdict.step}"
+    elif value is None:
+        raise RuntimeError("the trial ended without an evaluation")
     else:
-        state, outcome = TrialState.COMPLETE, f"complete, eval loss {run.final:.4f}"
+        state, outcome = TrialState.COMPLETE, f"complete, best eval loss {value:.4f}"
     if run.oom_retries:
         outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
     _note(trial, outcome, params, callback)
-    study.tell(trial, run.final if state == TrialState.COMPLETE else None, state=state)
-    checkpoint.discard(trial, artifact_store)
-    if callback.verdict is not None and callback.verdict.detector == "divergence" \
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
+                      keep_best=callback.paused or state == TrialState.COMPLETE)
+    if state == TrialState.COMPLETE:
+        checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
+    if state == TrialState.PRUNED and verdict is not None and verdict.detector == "divergence" \
             and _retry_at_half_lr(study, trial, params, callback.spec):
         outcome += "; queued again at half the learning rate"
     return outcome
@@ -237,6 +286,8 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                 if reason is None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(min(spec.lease_seconds / 4, 5))  # a running trial may lose its lease and come back
                     continue
+                if reason is None:
+                    _release_paused(study, artifact_store)
                 say(f"{reason or 'study budget spent'}; exiting")
                 break
             with leases.Heartbeat(storage, trial._trial_id, spec.lease_seconds) as lease:
@@ -279,6 +330,14 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         return "abandoned while the storage was away; it resumes from its checkpoint", False
     finally:
         shutil.rmtree(workdir / f"trial-{trial.number}", ignore_errors=True)
+
+
+def _release_paused(study, artifact_store) -> None:
+    """The study is done: paused trials will not be promoted, so their checkpoints go."""
+    from workers.checkpoint import remove_pointers
+
+    for t in asha.paused(study.get_trials(deepcopy=False)):
+        remove_pointers(t, artifact_store)
 
 
 def _wait_for_storage(study, error: Exception, stop, give_up_s: float = STORAGE_PATIENCE_S) -> bool:

@@ -1,0 +1,98 @@
+"""Asynchronous successive halving with promotion (ASHA; Li et al., MLSys 2020).
+
+Rungs sit at fractions of a trial's run (search/progress.py: min_fraction x
+eta^k, then the whole run). A trial reaching a rung goes on if it is among
+the best 1/eta of the configurations that have reached that rung so far;
+otherwise it pauses there: it is told PRUNED with its checkpoint kept and
+`tunefleet.paused` set. Whenever a worker (or the coordinator) looks for work,
+a paused configuration that has since become one of the best 1/eta of its
+rung is promoted first, highest rung first: a new trial with the same params
+continues from the paused trial's checkpoint (`tunefleet.promoted_from`), so
+no step is trained twice and the continued run is the run it would have been.
+
+A configuration is the chain of trials that continue one another (resumes
+after a lost lease, promotions); `tunefleet.lineage` names its first trial.
+Once no new configuration may start, and no trial is complete, running or
+queued, the best paused configuration of the highest rung is promoted
+anyway: a study always comes back with a complete trial.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import attrs, progress
+
+
+def lineage(trial) -> int:
+    return trial.user_attrs.get(attrs.LINEAGE, trial.number)
+
+
+def rung_values(trials, key: int) -> dict[int, float]:
+    """{configuration: its eval loss at the rung} over every configuration that reached it."""
+    return {lineage(t): t.intermediate_values[key] for t in trials if key in t.intermediate_values}
+
+
+def in_top(values: dict[int, float], config: int, eta: int) -> bool:
+    """Among the best len(values) // eta of the rung (none while fewer than eta reached it)."""
+    ranked = sorted(values, key=lambda c: (values[c], c))
+    return config in ranked[: len(values) // eta]
+
+
+class AshaPruner(optuna.pruners.BasePruner):
+    """Asks a trial at a rung below the last to pause unless it is in the rung's best 1/eta."""
+
+    def __init__(self, spec):
+        self.rungs, self.eta = set(progress.rung_keys(spec)[:-1]), spec.eta
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        key = trial.last_step
+        if key not in self.rungs:
+            return False
+        values = rung_values(study.get_trials(deepcopy=False), key)
+        values[lineage(trial)] = trial.intermediate_values[key]
+        return not in_top(values, lineage(trial), self.eta)
+
+
+def _latest_by_lineage(trials) -> dict[int, FrozenTrial]:
+    latest: dict[int, FrozenTrial] = {}
+    for t in trials:
+        c = lineage(t)
+        if c not in latest or t.number > latest[c].number:
+            latest[c] = t
+    return latest
+
+
+def paused(trials) -> list[FrozenTrial]:
+    """Paused trials not continued yet (each the latest trial of its configuration)."""
+    return [t for t in _latest_by_lineage(trials).values()
+            if t.state == TrialState.PRUNED and attrs.PAUSED in t.user_attrs]
+
+
+def promotions(trials, spec, configs_spent: bool) -> list[FrozenTrial]:
+    """The paused trials to continue now, highest rung first, best first within a rung. With
+    configs_spent (no new configuration may start) and nothing complete, running, queued or
+    promotable, the best paused trial of the highest rung reached."""
+    if spec.pruner != "asha":
+        return []
+    waiting = paused(trials)
+    out = []
+    for key in sorted(progress.rung_keys(spec)[:-1], reverse=True):
+        values = rung_values(trials, key)
+        out += sorted((t for t in waiting if t.user_attrs[attrs.PAUSED]["rung"] == key
+                       and in_top(values, lineage(t), spec.eta)), key=lambda t: values[lineage(t)])
+    busy = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    if waiting and not out and configs_spent and not any(t.state in busy for t in trials):
+        top = max(t.user_attrs[attrs.PAUSED]["rung"] for t in waiting)
+        out = [min((t for t in waiting if t.user_attrs[attrs.PAUSED]["rung"] == top),
+                   key=lambda t: t.intermediate_values[top])]
+    return out
+
+
+def promote(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queues the paused trial's configuration to continue from its checkpoint."""
+    rung = trial.user_attrs[attrs.PAUSED]["rung"]
+    study.enqueue_trial(trial.params, user_attrs={
+        attrs.SOURCE: f"promotion of trial {trial.number} from the rung at {rung}",
+        attrs.PROMOTED_FROM: trial.number, attrs.LINEAGE: lineage(trial)})

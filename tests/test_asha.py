@@ -1,0 +1,81 @@
+"""Multi-fidelity search: trials pause at rungs, the best are promoted and continue from their
+checkpoint on another worker, no step is trained twice, and costs add up (real training)."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import TrialState
+
+from search import asha, attrs, budget
+from search.spec import Detectors, StudySpec
+from search.study import create, load, space_of
+from spaces.space import suggest
+from storage import open_artifacts, open_storage
+from workers.train import Resident
+from workers.worker import claim, report, train
+
+QUIET = Detectors(divergence_ratio=1e30, divergence_rise=1e30, divergence_patience=10**9,
+                  plateau_window=10**9, plateau_min_improvement=0.0)
+
+
+def _spec(tiny, **options):
+    model, dataset = map(str, tiny)
+    return StudySpec(model=model, dataset=dataset, method="lora", n_examples=700, max_steps=12, eval_steps=3,
+                     seq_len=48, detectors=QUIET, space_overrides={"batch_size": {"choices": [4, 8]}}, **options)
+
+
+def test_promotions_continue_from_the_checkpoint_on_another_worker(tiny, tmp_path):
+    url = f"journal:{tmp_path / 'j.log'}"
+    storage = open_storage(url)
+    create(storage, "asha", _spec(tiny, n_trials=5, eta=2, min_fraction=0.25))  # rungs at steps 3, 6, 12
+    study, spec = load(storage, "asha", seed=1)
+    store = open_artifacts(storage, url)
+    workers, worker_of = [Resident(spec), Resident(spec)], {}
+    while (trial := claim(study, storage, url, spec)) is not None:
+        parent = trial.user_attrs.get(attrs.PROMOTED_FROM)
+        # A promotion goes to the other worker: only the artifact store carries the checkpoint over.
+        w = 1 - worker_of[parent] if parent is not None else trial.number % 2
+        worker_of[trial.number] = w
+        params = suggest(trial, space_of(spec))
+        run = train(trial, params, spec, workers[w], store, tmp_path / f"worker{w}", should_stop=lambda: False)
+        report(study, trial, params, run, store)
+
+    trials = {t.number: t for t in study.get_trials()}
+    assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert budget.configurations(trials.values()) == 5
+    promoted = [t for t in trials.values() if attrs.PROMOTED_FROM in t.user_attrs]
+    assert promoted, "eta 2 over 5 configurations promotes at least one"
+    for child in promoted:
+        paused = trials[child.user_attrs[attrs.PROMOTED_FROM]]
+        assert paused.state == TrialState.PRUNED and worker_of[paused.number] != worker_of[child.number]
+        step = paused.user_attrs[attrs.PAUSED]["step"]
+        assert child.user_attrs[attrs.BATCH]["started_at_step"] == step, "continued where it paused"
+        assert child.params == paused.params
+        for key, value in paused.intermediate_values.items():
+            assert child.intermediate_values[key] == value
+    assert [t for t in trials.values() if t.state == TrialState.COMPLETE]
+
+    # No step trained twice: along each configuration, every trial starts where the one before stopped.
+    by_lineage: dict[int, list] = {}
+    for t in sorted(trials.values(), key=lambda t: t.number):
+        by_lineage.setdefault(asha.lineage(t), []).append(t)
+    for chain in by_lineage.values():
+        for before, after in zip(chain, chain[1:]):
+            assert after.user_attrs[attrs.BATCH]["started_at_step"] == before.user_attrs[attrs.PAUSED]["step"]
+
+    # The promoted run is the run it would have been: a full uninterrupted trial of the same params
+    # trains the same tokens and ends at the same eval loss.
+    done = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    chain = by_lineage[asha.lineage(done)]
+    assert len(chain) > 1
+    tokens = sum(t.user_attrs[attrs.COST]["tokens"] for t in chain)
+    plain = optuna.create_study(direction="minimize")
+    plain.enqueue_trial(done.params)
+    once = plain.ask()
+    solo_spec = _spec(tiny, pruner="none")
+    run = train(once, suggest(once, space_of(solo_spec)), solo_spec, workers[0], store, tmp_path / "solo",
+                should_stop=lambda: False)
+    assert run.cost["tokens"] == tokens > 0
+    assert math.isclose(run.callback.eval_losses[12], done.intermediate_values[12], rel_tol=1e-4)
