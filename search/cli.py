@@ -173,9 +173,11 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
 @click.option("--gpu-memory", required=True, type=float, help="Memory of one GPU, in GB.")
 @click.option("--seq-len", default=2048, show_default=True, help="Tokens per example.")
 @click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Effective batch to recommend for (default: the batch prior's centre for the dataset size).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True,
               help="json/yaml: ready TrainingArguments, peft and quantization configs.")
-def suggest(model, method, dataset, gpu_memory, seq_len, model_params, fmt):
+def suggest(model, method, dataset, gpu_memory, seq_len, model_params, batch_size, fmt):
     """Recommend one configuration from the priors, with its peak-memory estimate.
 
     Exits 1 when the method does not fit the GPU (and says what does)."""
@@ -194,7 +196,7 @@ def suggest(model, method, dataset, gpu_memory, seq_len, model_params, fmt):
     if model_params:
         n_embedding, n_params = round(n_embedding * model_params / n_params), int(model_params)
     _, records = read_dataset(dataset)
-    result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len)
+    result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len, batch_size)
     click.echo(render(result, fmt))
     sys.exit(0 if result["memory"]["fits"] else 1)
 

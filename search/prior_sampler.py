@@ -13,10 +13,11 @@ from optuna.trial import TrialState
 from spaces.space import Param
 
 
-def _width(param: Param) -> tuple[float, float, float]:
-    """(low, high, centre) on the axis the prior lives on (log for a log range)."""
+def _width(param: Param, batch=None) -> tuple[float, float, float]:
+    """(low, high, centre) on the axis the prior lives on (log for a log range); the centre
+    at this effective batch where it moves with the batch (the learning rate)."""
     f = math.log if param.log else float
-    return f(param.low), f(param.high), f(param.centre)
+    return f(param.low), f(param.high), f(param.centre_for(batch))
 
 
 def _sigma(param: Param, low: float, high: float) -> float:
@@ -57,14 +58,14 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
         param = self._space.get(param_name)
         if param is None or self._finished(study) >= self._n_startup_trials:
             return super().sample_independent(study, trial, param_name, param_distribution)
-        return self._draw_from_prior(param, param_distribution)
+        return self._draw_from_prior(param, param_distribution, trial.params.get("batch_size"))
 
-    def _draw_from_prior(self, param: Param, distribution):
+    def _draw_from_prior(self, param: Param, distribution, batch=None):
         if isinstance(distribution, CategoricalDistribution):
             p = _choice_probabilities(param, distribution.choices)
             return distribution.choices[self._prior_rng.choice(len(p), p=p)]
         assert isinstance(distribution, FloatDistribution)
-        low, high, centre = _width(param)
+        low, high, centre = _width(param, batch)
         x = float(np.clip(self._prior_rng.normal(centre, _sigma(param, low, high)), low, high))
         return math.exp(x) if param.log else x
 
@@ -76,9 +77,18 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
         acquisition = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         return acquisition + self._beta / max(1, self._n_finished) * self._log_prior(samples)
 
+    def _batches(self, samples: dict[str, np.ndarray]) -> list:
+        """Each candidate's effective batch (the space's fixed one where it is not searched)."""
+        batch, distribution = self._space.get("batch_size"), self._sampling.get("batch_size")
+        n = len(next(iter(samples.values()))) if samples else 0
+        if "batch_size" in samples and distribution is not None and not distribution.single():
+            return [distribution.choices[int(i)] for i in samples["batch_size"]]
+        return [batch.centre if batch is not None else None] * n
+
     def _log_prior(self, samples: dict[str, np.ndarray]) -> np.ndarray:
         """log prior density (up to a constant) of candidates in Optuna's internal representation."""
         total = 0.0
+        batch = self._batches(samples)
         for name, values in samples.items():
             param, distribution = self._space.get(name), self._sampling.get(name)
             if param is None or distribution is None or distribution.single():
@@ -87,7 +97,8 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
                 p = _choice_probabilities(param, distribution.choices)
                 total = total + np.log(p[values.astype(int)])
             else:
-                low, high, centre = _width(param)
+                low, high, _ = _width(param)
+                centre = np.array([_width(param, b)[2] for b in batch]) if param.batch_exponent else _width(param)[2]
                 x = np.log(values) if param.log else values
                 total = total - 0.5 * ((x - centre) / _sigma(param, low, high)) ** 2
         return total

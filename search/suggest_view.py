@@ -41,8 +41,8 @@ def _text(r: dict) -> str:
     a = r["training_arguments"]
     lines = [
         head,
-        f"learning rate       {p['learning_rate']:.1e}   (search {r['learning_rate_range'][0]:.0e} .. "
-        f"{r['learning_rate_range'][1]:.0e})",
+        f"learning rate       {p['learning_rate']:.1e}   (search {r['search_range']['learning_rate'][0]:.0e} .. "
+        f"{r['search_range']['learning_rate'][1]:.0e})",
         f"effective batch     {p['batch_size']} = micro-batch {a['per_device_train_batch_size']} x "
         f"accumulation {a['gradient_accumulation_steps']}",
         f"schedule            {p['lr_scheduler_type']}, warmup {a['warmup_steps']} of {r['total_steps']} steps "
@@ -65,7 +65,7 @@ def render(r: dict, fmt: str) -> str:
     if fmt == "text":
         return _text(r)
     fit = r["memory"]
-    doc = {"fits": fit["fits"],
+    doc = {"fits": fit["fits"], "search_range": r["search_range"],
            "memory_gib": {k: round(v / GIB, 3) for k, v in fit["breakdown"].items() if k != "trainable_parameters"}
            | {"total": round(fit["total"] / GIB, 3)}}
     if fit["fits"]:

@@ -37,9 +37,10 @@ def trainable_parameters(method: str, dims: dict, n_params: int, lora_r: int = 1
         return n_params
     if method == "prefix":  # a key and a value vector per virtual token and layer
         return num_virtual_tokens * layers * 2 * h
-    kv = dims["kv_heads"] * (h // dims["heads"])
+    head_dim = dims.get("head_dim") or h // dims["heads"]
+    q, kv = dims["heads"] * head_dim, dims["kv_heads"] * head_dim
     # LoRA on every linear layer: r x (in + out) for q, k, v, o, gate, up, down.
-    per_layer = lora_r * ((h + h) * 2 + (h + kv) * 2 + (h + inter) * 2 + (inter + h))
+    per_layer = lora_r * ((h + q) * 2 + (h + kv) * 2 + (h + inter) * 2 + (inter + h))
     return layers * per_layer
 
 

@@ -53,15 +53,15 @@ def _config_counts(config: dict) -> tuple[int, int]:
     """(parameters, of which embeddings) of a decoder-only transformer, from its config."""
     dims = dimensions(config)
     h, layers, vocab, inter = dims["hidden"], dims["layers"], dims["vocab"], dims["intermediate"]
-    head_dim = h // dims["heads"]
-    attention = 2 * h * h + 2 * h * dims["kv_heads"] * head_dim
+    head_dim = dims["head_dim"]  # heads x head_dim need not be the hidden size (Qwen3, Gemma)
+    attention = 2 * h * dims["heads"] * head_dim + 2 * h * dims["kv_heads"] * head_dim
     mlp = (3 if config.get("hidden_act", "silu") in ("silu", "swiglu") else 2) * h * inter
     embeddings = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
     return layers * (attention + mlp + 2 * h) + h + embeddings, embeddings
 
 
 def dimensions(config: dict) -> dict[str, int]:
-    """Hidden size, layers, heads, kv heads, intermediate size and vocabulary,
+    """Hidden size, layers, heads, head width, kv heads, intermediate size and vocabulary,
     under the names the common architectures use."""
     def pick(*keys, default=None):
         for key in keys:
@@ -74,7 +74,7 @@ def dimensions(config: dict) -> dict[str, int]:
     hidden = pick("hidden_size", "n_embd", "d_model")
     heads = pick("num_attention_heads", "n_head", "num_heads")
     return {
-        "hidden": hidden, "heads": heads,
+        "hidden": hidden, "heads": heads, "head_dim": pick("head_dim", default=hidden // heads),
         "layers": pick("num_hidden_layers", "n_layer", "num_layers"),
         "kv_heads": pick("num_key_value_heads", default=heads),
         "intermediate": pick("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),

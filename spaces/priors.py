@@ -32,15 +32,22 @@ class Prior:
     choices: tuple | None = None
 
 
-# Learning rate: (low, high, centre) by method and size class.
+# Learning rate: (low, high, centre) by method and size class, at the method's
+# reference batch (REFERENCE_BATCH; see docs/priors.md for every source).
 # - full: 000's range 1e-6..5e-5 and start 2e-5 (a 7-8B model: "medium"); 002's
 #   full-training rates (5e-4..5e-5) are pretraining scale and rejected, but its
-#   trend by size is kept (x2.5 small, x0.5 large, x0.25 xlarge).
-# - lora: centre = 10x the full-FT centre where that agrees with QLoRA's
-#   published rates (2e-4 for 7B/13B, 1e-4 for 33B/65B); range = 000's
+#   trend by size is kept (x2.5 small, x0.5 large, x0.25 xlarge). Published full
+#   fine-tuning recipes run these rates at batch 128 (Alpaca, Vicuna, Zephyr,
+#   Tulu 2: 2e-5 at 7-13B; Tulu 2/3 70B: 1e-5 / 2e-6), so that is their batch.
+# - lora: at batch 16, the published batch-128 sweep (tinker-cookbook, Llama 3
+#   and Qwen3/3.5, 1B-70B) brought down by the square-root rule and joined with
+#   the QLoRA paper's rates at batch 16: 1-10B 3e-4..1e-3 at 128 (geometric mean
+#   5.5e-4 -> 1.9e-4) and QLoRA 7B 2e-4: 2e-4; 10-30B 27B 3e-4 (-> 1.1e-4) and
+#   QLoRA 13B 2e-4: 1.5e-4; >30B 3e-4 for all three models (-> 1.1e-4) and QLoRA
+#   33B/65B 1e-4: 1.1e-4; below 1B no sweep: 002's trend (5e-4). Range = 000's
 #   1e-5..3e-4 joined with 002's 0.5x..2x of its LoRA rate by size.
-# - qlora: the QLoRA paper's rates as centre (000: "similar to LoRA"); range =
-#   000's 1e-5..2e-4 joined with 002's QLoRA 2e-4..5e-4 and 2x the centre.
+# - qlora: the QLoRA paper's rates at its batch 16 as centre (000: "similar to
+#   LoRA"); range = 000's 1e-5..2e-4 joined with 002's QLoRA 2e-4..5e-4 and 2x the centre.
 # - prefix: 000 alone (1e-4..1e-2, start 3e-4); no size trend is documented.
 # - every range reaches at least 10x its centre: the documents' ranges stop
 #   2.5x above their starting points, so a search could never learn that a
@@ -49,11 +56,16 @@ LEARNING_RATE = {
     "full": {"small": (1e-6, 5e-4, 5e-5), "medium": (1e-6, 2e-4, 2e-5),
              "large": (1e-6, 1e-4, 1e-5), "xlarge": (1e-6, 5e-5, 5e-6)},
     "lora": {"small": (1e-5, 5e-3, 5e-4), "medium": (1e-5, 2e-3, 2e-4),
-             "large": (1e-5, 2e-3, 2e-4), "xlarge": (1e-5, 1e-3, 1e-4)},
+             "large": (1e-5, 2e-3, 1.5e-4), "xlarge": (1e-5, 1.1e-3, 1.1e-4)},
     "qlora": {"small": (1e-5, 5e-3, 5e-4), "medium": (1e-5, 2e-3, 2e-4),
               "large": (1e-5, 2e-3, 2e-4), "xlarge": (1e-5, 1e-3, 1e-4)},
     "prefix": {size: (1e-4, 1e-2, 3e-4) for size, _ in SIZE_CLASSES},
 }
+# The effective batch each method's rates above are stated at, and how they move with it:
+# Adam's best rate grows as the square root of the batch (Malladi et al., NeurIPS 2022;
+# Granziol et al., JMLR 2022), not linearly as 002 says (that is SGD's rule).
+REFERENCE_BATCH = {"full": 128, "lora": 16, "qlora": 16, "prefix": 16}
+BATCH_EXPONENT = 0.5
 LEARNING_RATE_CONFIDENCE = 0.6
 
 # 000, "Batch Size Guidelines": (dataset size upper bound, (low, high)) of the
@@ -151,8 +163,14 @@ def width_factor(hidden_size: int) -> float:
     return REFERENCE_WIDTH / hidden_size if 0 < hidden_size < REFERENCE_WIDTH else 1.0
 
 
-def learning_rate(method: str, n_params: float, hidden_size: int = 0) -> Prior:
-    """The learning-rate prior; hidden_size 0 means unknown (no width correction)."""
+def batch_factor(method: str, batch_size: int | None) -> float:
+    """How much higher the learning rate is at this effective batch than at the method's reference."""
+    return (batch_size / REFERENCE_BATCH[method]) ** BATCH_EXPONENT if batch_size else 1.0
+
+
+def learning_rate(method: str, n_params: float, hidden_size: int = 0, batch_size: int | None = None) -> Prior:
+    """The learning-rate prior at this effective batch (None: the method's reference batch);
+    hidden_size 0 means unknown (no width correction)."""
     low, high, centre = LEARNING_RATE[method][size_class(n_params)]
-    k = width_factor(hidden_size)
+    k = width_factor(hidden_size) * batch_factor(method, batch_size)
     return Prior(low * k, min(high * k, 1.0), centre=centre * k, confidence=LEARNING_RATE_CONFIDENCE, log=True)

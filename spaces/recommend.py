@@ -17,10 +17,26 @@ def _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params) ->
     return {"micro_batch": micro, "fits": micro > 0, "breakdown": breakdown, "total": memory.total(breakdown)}
 
 
+def search_range(space: dict, batch_size: int | None = None) -> dict:
+    """What a study would search: [low, high] or the choices of each hyperparameter; the
+    learning rate's at batch_size when one is given."""
+    out = {name: list(p.choices) if p.choices is not None else [p.low, p.high] for name, p in space.items()}
+    if batch_size:
+        out["batch_size"] = [batch_size]
+    return out
+
+
 def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_examples: int,
-              gpu_memory_gb: float, seq_len: int) -> dict:
+              gpu_memory_gb: float, seq_len: int, batch_size: int | None = None) -> dict:
+    """One configuration at the prior's centres, at the effective batch given (else the batch
+    prior's centre), its learning rate for that batch, and what fits the GPU."""
     space = prior_space(method, n_params, n_examples, dims["hidden"])
     params = {name: p.centre for name, p in space.items()}
+    ranges = search_range(space, batch_size)
+    if batch_size:
+        lr = priors.learning_rate(method, n_params, dims["hidden"], batch_size)
+        params.update(batch_size=batch_size, learning_rate=lr.centre)
+        ranges["learning_rate"] = [lr.low, lr.high]
     batch = params["batch_size"]
     epochs = priors.epochs(n_examples)
     total_steps = math.ceil(n_examples / batch) * epochs
@@ -29,7 +45,7 @@ def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_exampl
     result = {
         "method": method, "n_params": n_params, "size_class": priors.size_class(n_params),
         "n_examples": n_examples, "gpu_memory_gb": gpu_memory_gb, "seq_len": seq_len,
-        "params": params, "learning_rate_range": [space["learning_rate"].low, space["learning_rate"].high],
+        "params": params, "search_range": ranges,
         "epochs": epochs, "total_steps": total_steps, "early_stopping": priors.EARLY_STOPPING,
         "memory": fit,
     }

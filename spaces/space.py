@@ -22,6 +22,16 @@ class Param:
     choices: tuple | None = None
     centre: Any = None
     confidence: float = 0.5
+    batch_exponent: float = 0.0
+    """The centre moves with the trial's effective batch as (batch / centre_batch) ** this."""
+    centre_batch: int = 0
+    """The effective batch the centre is stated at."""
+
+    def centre_for(self, batch_size: int | None) -> Any:
+        """The prior's centre for a trial of this effective batch (the learning rate's moves with it)."""
+        if not (self.batch_exponent and self.centre_batch and batch_size):
+            return self.centre
+        return self.nearest(self.centre * (batch_size / self.centre_batch) ** self.batch_exponent)
 
     def contains(self, value: Any) -> bool:
         if self.choices is not None:
@@ -54,12 +64,25 @@ def batch_choices(n_examples: int) -> tuple[int, ...]:
     return tuple(2 ** k for k in range(int(math.log2(low // 2)), int(math.log2(high * 2)) + 1))
 
 
+def learning_rate_param(method: str, n_params: float, hidden_size: int, batch: Param) -> Param:
+    """The learning rate over the batch sizes searched: the range spans the prior's ranges at the
+    smallest and largest batch, the centre moves with each trial's batch (spaces/priors.py)."""
+    def at(b):
+        return priors.learning_rate(method, n_params, hidden_size, b)
+
+    smallest, largest = min(batch.choices), max(batch.choices)
+    return Param("learning_rate", at(smallest).low, at(largest).high, True, None, at(batch.centre).centre,
+                 priors.LEARNING_RATE_CONFIDENCE, priors.BATCH_EXPONENT, batch.centre)
+
+
 def prior_space(method: str, n_params: float, n_examples: int, hidden_size: int = 0) -> dict[str, Param]:
-    """The space the documents recommend, before any user override."""
+    """The space the documents recommend, before any user override. The batch comes first:
+    the learning rate's prior depends on it."""
     low, _ = priors.batch_tier(n_examples)
+    batch = Param("batch_size", choices=batch_choices(n_examples), centre=low, confidence=priors.BATCH_CONFIDENCE)
     params = [
-        _param("learning_rate", priors.learning_rate(method, n_params, hidden_size)),
-        Param("batch_size", choices=batch_choices(n_examples), centre=low, confidence=priors.BATCH_CONFIDENCE),
+        batch,
+        learning_rate_param(method, n_params, hidden_size, batch),
         _param("lr_scheduler_type", priors.SCHEDULER),
         _param("warmup_ratio", priors.WARMUP_RATIO),
         _param("weight_decay", priors.WEIGHT_DECAY),
@@ -146,7 +169,11 @@ def build_space(method: str, n_params: float, n_examples: int, overrides: dict |
                 hidden_size: int = 0) -> dict[str, Param]:
     """The prior space of the method, with the user's overrides applied and checked."""
     space = prior_space(method, n_params, n_examples, hidden_size)
-    for name, spec in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    if "batch_size" in overrides:  # the learning rate's range follows the batches searched
+        space["batch_size"] = _override(space["batch_size"], overrides.pop("batch_size"))
+        space["learning_rate"] = learning_rate_param(method, n_params, hidden_size, space["batch_size"])
+    for name, spec in overrides.items():
         if name not in space:
             known = ", ".join(space)
             raise InputError(f"space: unknown hyperparameter '{name}' for method {method} (known: {known})")
@@ -163,8 +190,12 @@ def starting_configs(method: str, space: dict[str, Param], hidden_size: int = 0,
                      overrides: dict | None = None) -> list[dict[str, Any]]:
     """The seeds' starting configurations for the method (learning rate width-corrected
     as the priors are; a centre the user set wins), moved inside the space."""
-    mine = {k: space[k].centre for k, v in (overrides or {}).items()
-            if not isinstance(v, dict) or "centre" in v or "value" in v}
-    configs = [{**c, "learning_rate": c["learning_rate"] * priors.width_factor(hidden_size), **mine}
-               for c in priors.STARTING_CONFIGS[method]]
+    mine = {k for k, v in (overrides or {}).items() if not isinstance(v, dict) or "centre" in v or "value" in v}
+    configs = []
+    for c in priors.STARTING_CONFIGS[method]:
+        c = {**c, "learning_rate": c["learning_rate"] * priors.width_factor(hidden_size)}
+        c.update({k: space[k].centre for k in mine})
+        if "learning_rate" in mine:  # the user's centre, at the config's batch
+            c["learning_rate"] = space["learning_rate"].centre_for(space["batch_size"].nearest(c["batch_size"]))
+        configs.append(c)
     return [{k: space[k].nearest(v) for k, v in config.items() if k in space} for config in configs]

@@ -20,8 +20,10 @@ TRUE_LR = 3e-4
 
 
 def objective(params: dict) -> float:
-    """A loss whose optimum sits at TRUE_LR, batch 16, cosine; the rest matters little."""
-    return ((math.log10(params["learning_rate"]) - math.log10(TRUE_LR)) ** 2
+    """A loss whose optimum sits at TRUE_LR, batch 16, cosine; the rest matters little. As for
+    Adam, the best learning rate at another batch is TRUE_LR x sqrt(batch / 16)."""
+    best_lr = TRUE_LR * math.sqrt(params["batch_size"] / 16)
+    return ((math.log10(params["learning_rate"]) - math.log10(best_lr)) ** 2
             + 0.1 * abs(math.log2(params["batch_size"] / 16))
             + (0.05 if params["lr_scheduler_type"] != "cosine" else 0.0)
             + 0.2 * params["weight_decay"])
@@ -77,6 +79,11 @@ def test_a_good_prior_finds_the_optimum_sooner_than_random():
 
 def test_a_prior_30x_off_is_recovered_from():
     space = build_space("lora", 7e9, 5_000, {"learning_rate": {"low": 1e-6, "high": 1e-1, "centre": TRUE_LR * 30}})
-    finals = [best_after(run(space, PriorGuidedSampler(space, seed=seed), 40), 40) for seed in range(3)]
-    # Within a factor ~1.6 of the true learning rate (0.04 in squared log10 units), for every seed.
-    assert max(finals) < 0.06, finals
+    seeds = range(8)
+    guided = [best_after(run(space, PriorGuidedSampler(space, seed=seed), 40), 40) for seed in seeds]
+    plain = [best_after(run(space, optuna.samplers.TPESampler(multivariate=True, seed=seed), 40), 40)
+             for seed in seeds]
+    # The typical search ends within a factor ~1.6 of the true learning rate (0.04 in squared
+    # log10 units), and the wrong prior leaves it no worse off than plain TPE without one.
+    assert statistics.median(guided) < 0.04, guided
+    assert statistics.median(guided) <= statistics.median(plain), (guided, plain)

@@ -60,8 +60,6 @@ def test_reconciliation_rules_are_encoded():
     assert priors.OVERFITTING == {"ratio": 1.5, "gap": 0.1}
     assert priors.EARLY_STOPPING["patience"] == 3
     assert [priors.epochs(n) for n in (500, 5_000, 50_000)] == [5, 3, 2]
-    # LoRA centres about 10x full fine-tuning for 1-10B (the published rule of thumb).
-    assert priors.LEARNING_RATE["lora"]["medium"][2] == 10 * priors.LEARNING_RATE["full"]["medium"][2]
     # QLoRA paper: 2e-4 for 7B and 13B, 1e-4 for 33B and 65B.
     assert [priors.learning_rate("qlora", n).centre for n in (7e9, 1.3e10, 3.3e10, 6.5e10)] == [2e-4, 2e-4, 1e-4, 1e-4]
     assert "cosine_with_restarts" not in priors.SCHEDULER.choices
@@ -69,7 +67,9 @@ def test_reconciliation_rules_are_encoded():
 
 def test_space_depends_on_method_size_and_data():
     small, big = build_space("full", 1e8, 500), build_space("full", 7e10, 500_000)
-    assert small["learning_rate"].centre == 5e-5 and big["learning_rate"].centre == 5e-6
+    # At each space's batch centre (8 and 64), from the full fine-tuning rates stated at batch 128.
+    assert small["learning_rate"].centre == pytest.approx(5e-5 * (8 / 128) ** 0.5)
+    assert big["learning_rate"].centre == pytest.approx(5e-6 * (64 / 128) ** 0.5)
     assert small["batch_size"].choices == (4, 8, 16, 32) and big["batch_size"].choices == (32, 64, 128, 256)
     assert "lora_r" not in small and "num_virtual_tokens" in build_space("prefix", 1e8, 500)
 
@@ -139,7 +139,8 @@ def test_narrow_models_get_mup_scaled_learning_rates():
     lr = priors.learning_rate("lora", 1.6e5, hidden_size=64)
     assert (lr.low, lr.high, lr.centre) == pytest.approx((1.6e-4, 8e-2, 8e-3))
     assert priors.learning_rate("full", 1.6e5, hidden_size=64).centre == pytest.approx(8e-4)
-    assert build_space("lora", 1.6e5, 500, hidden_size=64)["learning_rate"].centre == pytest.approx(8e-3)
+    # LoRA's rates are stated at batch 16; the space's batch centre for 500 examples is 8.
+    assert build_space("lora", 1.6e5, 500, hidden_size=64)["learning_rate"].centre == pytest.approx(8e-3 * 0.5 ** 0.5)
 
 
 def test_every_learning_rate_range_reaches_ten_times_its_centre():
@@ -154,4 +155,57 @@ def test_a_centre_the_user_sets_is_what_the_starting_config_uses():
     overrides = {"learning_rate": {"centre": 1e-3}, "lora_r": 8, "weight_decay": {"low": 0.0, "high": 0.05}}
     space = build_space("lora", 7e9, 500, overrides)
     (config,) = starting_configs("lora", space, 0, overrides)
-    assert config["learning_rate"] == 1e-3 and config["lora_r"] == 8 and config["weight_decay"] == 0.01
+    # The user's centre is at the space's batch centre (8); the starting config trains at 16.
+    assert config["learning_rate"] == pytest.approx(1e-3 * 2 ** 0.5) and config["lora_r"] == 8 and config["weight_decay"] == 0.01
+
+
+# Published learning-rate sweeps and recipes on real open LLMs (docs/priors.md, "Published
+# learning rates"): (method, parameters, effective batch, the best or used learning rate).
+PUBLISHED = [
+    ("lora", 1.24e9, 128, 1e-3), ("lora", 3.2e9, 128, 1e-3), ("lora", 8.0e9, 128, 3e-4),  # Llama 3.x
+    ("lora", 4.0e9, 128, 1e-3), ("lora", 8.2e9, 128, 1e-3), ("lora", 32.8e9, 128, 3e-4),  # Qwen3
+    ("lora", 70.6e9, 128, 3e-4),  # Llama-3.1-70B
+    ("qlora", 6.7e9, 16, 2e-4), ("qlora", 13e9, 16, 2e-4), ("qlora", 32.5e9, 16, 1e-4), ("qlora", 65.2e9, 16, 1e-4),
+    ("full", 6.7e9, 128, 2e-5), ("full", 7.2e9, 128, 2e-5), ("full", 8.0e9, 128, 5e-6),  # Alpaca, Zephyr, Tulu 3
+    ("full", 13e9, 128, 2e-5), ("full", 70.6e9, 128, 2e-6),  # Vicuna-13B, Tulu 3 70B
+]
+
+
+@pytest.mark.parametrize("method, n_params, batch, published", PUBLISHED)
+def test_published_optima_lie_in_the_range_near_the_centre(method, n_params, batch, published):
+    lr = priors.learning_rate(method, n_params, hidden_size=4096, batch_size=batch)
+    assert lr.low <= published <= lr.high
+    assert 1 / 4 <= lr.centre / published <= 4, "within the published grids' own spacing (about 3x) and a bit"
+
+
+def test_lora_at_batch_128_sits_where_the_published_sweep_found_its_best():
+    # tinker-cookbook's sweep over Llama 3 and Qwen3 models of 1B to 70B at batch 128: 3e-4 .. 1e-3.
+    for n_params in (1.24e9, 8e9, 14e9, 32.8e9, 70.6e9):
+        assert 3e-4 <= priors.learning_rate("lora", n_params, 4096, 128).centre <= 1e-3, n_params
+
+
+def test_the_learning_rate_grows_as_the_square_root_of_the_batch():
+    at16, at64 = (priors.learning_rate("lora", 8e9, 4096, b).centre for b in (16, 64))
+    assert at64 == pytest.approx(2 * at16)
+    space = build_space("lora", 8e9, 5_000)
+    lr = space["learning_rate"]
+    assert lr.centre_for(64) == pytest.approx(2 * lr.centre_for(16))
+    assert lr.low == pytest.approx(priors.learning_rate("lora", 8e9, 0, 8).low)
+    assert lr.high == pytest.approx(priors.learning_rate("lora", 8e9, 0, 64).high)
+
+
+def test_config_counts_honour_an_explicit_head_dim():
+    # Qwen3-0.6B: 16 heads x head_dim 128 = 2048, twice the hidden size 1024. Its model card:
+    # 0.6B parameters, 0.44B of them outside the embeddings (tied).
+    qwen3 = {"model_type": "qwen3", "hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16,
+             "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 3072, "vocab_size": 151936,
+             "tie_word_embeddings": True, "hidden_act": "silu"}
+    total, embeddings = _config_counts(qwen3)
+    assert embeddings == 151936 * 1024
+    assert total - embeddings == pytest.approx(0.44e9, rel=0.01) and total == pytest.approx(0.6e9, rel=0.01)
+    from spaces.memory import trainable_parameters
+    from spaces.model import dimensions
+
+    # LoRA r=8 on q (1024 -> 2048), k and v (1024 -> 1024), o (2048 -> 1024), gate, up, down, 28 layers.
+    per_layer = 8 * ((1024 + 2048) * 2 + (1024 + 1024) * 2 + (1024 + 3072) * 3)
+    assert trainable_parameters("lora", dimensions(qwen3), total, lora_r=8) == 28 * per_layer

@@ -86,10 +86,28 @@ def test_suggest_on_a_real_saved_model(tiny):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["peft_config"]["peft_type"] == "PREFIX_TUNING"
-    assert doc["training_arguments"]["learning_rate"] == pytest.approx(3e-4 * 1024 / 64), "width-scaled"
+    # Width-scaled (hidden 64), at the batch centre 8 of a small dataset (prefix rates are stated at 16).
+    assert doc["training_arguments"]["learning_rate"] == pytest.approx(3e-4 * 1024 / 64 * 0.5 ** 0.5)
 
 
 def test_suggest_bad_method_is_one_line(llama8b):
     model, data = llama8b
     result = tunefleet("suggest", "--model", model, "--method", "dora", "--dataset", data, "--gpu-memory", 24)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "unknown method" in result.stderr
+
+
+def test_suggest_at_a_given_batch_scales_the_learning_rate_and_says_what_it_would_search(llama8b):
+    model, data = llama8b
+    docs = {}
+    for batch in (16, 128):
+        result = tunefleet("suggest", "--model", model, "--method", "lora", "--dataset", data, "--gpu-memory", 80,
+                           "--batch-size", batch, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        docs[batch] = json.loads(result.stdout)
+    lr16, lr128 = (docs[b]["training_arguments"]["learning_rate"] for b in (16, 128))
+    assert lr128 == pytest.approx(lr16 * 8 ** 0.5) and 3e-4 <= lr128 <= 1e-3
+    args = docs[128]["training_arguments"]
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 128
+    low, high = docs[128]["search_range"]["learning_rate"]
+    assert low < lr128 < high and low <= 3e-4 and high >= 1e-3, "the published optima are searched"
+    assert docs[128]["search_range"]["batch_size"] == [128] and "lora_r" in docs[128]["search_range"]
