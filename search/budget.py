@@ -20,9 +20,10 @@ def configurations(trials, states=COUNTED) -> int:
 
 
 def trials_spent(study: optuna.Study, spec, trials: list | None = None) -> bool:
-    """All n_trials configurations are taken (running ones included: one may yet come back, re-queued)."""
+    """All n_trials configurations are taken: started, or queued (a queued trial is always within
+    the budget: a seed, a retry, a continuation of a configuration already counted)."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    return configurations(trials) >= spec.n_trials
+    return configurations(trials, COUNTED + (TrialState.WAITING,)) >= spec.n_trials
 
 
 def compute(trials) -> dict:

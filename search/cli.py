@@ -396,16 +396,16 @@ def dashboard(host, port, storage_url, artifacts):
 
 @cli.command()
 @click.option("--workers", "n_workers", default=2, show_default=True, help="Local worker processes.")
-@click.option("--trials", "n_trials", default=12, show_default=True)
-@click.option("--max-steps", default=60, show_default=True)
+@click.option("--trials", "n_trials", default=12, show_default=True, help="Configurations to try.")
+@click.option("--epochs", default=1.0, show_default=True, help="Passes over the data of a trial that runs in full.")
 @click.option("--cache", default=".tunefleet/demo", show_default=True, type=click.Path(),
               help="Where the tiny model and dataset are built (once).")
 @storage_option
-def demo(n_workers, n_trials, max_steps, cache, storage_url):
+def demo(n_workers, n_trials, epochs, cache, storage_url):
     """Build a tiny model and dataset offline, then run a real study with local workers."""
     from search.demo import run
 
-    sys.exit(run(n_workers, n_trials, max_steps, Path(cache), storage_url))
+    sys.exit(run(n_workers, n_trials, epochs, Path(cache), storage_url))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import attrs, budget
 from search.report import best as best_report
 from search.report import describe_prune
 from search.study import create, load, spec_from_inputs
@@ -26,6 +26,10 @@ from storage import open_storage, redact, resolve_url
 def _line(trial) -> str:
     if trial.state == TrialState.COMPLETE:
         return f"trial {trial.number:>2} complete  eval loss {trial.value:.4f}  lr={trial.params['learning_rate']:.2e} batch={trial.params['batch_size']}"
+    if attrs.PAUSED in trial.user_attrs:
+        evidence = trial.user_attrs[attrs.PRUNE]["evidence"]
+        return (f"trial {trial.number:>2} paused    at its rung (rank {evidence['rank']} of {evidence['reached']}, "
+                f"eval loss {evidence['loss']:.4f}); may be promoted")
     if trial.state == TrialState.PRUNED:
         return f"trial {trial.number:>2} pruned    {describe_prune(trial.user_attrs.get(attrs.PRUNE, {}))}"
     return f"trial {trial.number:>2} {trial.state.name.lower()}  {trial.user_attrs.get(attrs.ERROR, '')}"
@@ -46,7 +50,7 @@ def _follow(study, workers, started: float) -> list:
         time.sleep(1)
 
 
-def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | None) -> int:
+def run(n_workers: int, n_trials: int, epochs: float, cache: Path, url: str | None) -> int:
     started = time.time()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here; nothing is fetched
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,10 +62,10 @@ def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | N
     storage = open_storage(url)
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     spec = spec_from_inputs(str(model_dir.absolute()), str(dataset.absolute()), "lora", n_trials=n_trials,
-                            max_steps=max_steps, eval_steps=max(1, max_steps // 6), seq_len=96)
+                            epochs=epochs, seq_len=96)
     create(storage, name, spec)
-    print(f"study {name}: LoRA on {spec.n_examples} examples, {n_trials} trials of {max_steps} steps, "
-          f"{n_workers} workers; storage {redact(url)}", flush=True)
+    print(f"study {name}: LoRA on {spec.n_examples} examples, {n_trials} configurations of {epochs:g} epochs "
+          f"(asha: paused at rungs, the best promoted), {n_workers} workers; storage {redact(url)}", flush=True)
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     env = {**os.environ, "TUNEFLEET_STORAGE": url}  # not on the command line, where ps would show a password
     logs = [open(cache / f"{name}-worker{i}.log", "w") for i in range(n_workers)]
@@ -83,9 +87,12 @@ def run(n_workers: int, n_trials: int, max_steps: int, cache: Path, url: str | N
         print(f"a worker failed; see its log under {cache}", file=sys.stderr)
         return 1
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
+    paused = sum(attrs.PAUSED in t.user_attrs for t in trials)
     best = best_report(study, spec)
+    compute = budget.compute(trials)
     print(f"\n{len(trials)} trials in {time.time() - started:.0f} s: {counts[TrialState.COMPLETE]} complete, "
-          f"{counts[TrialState.PRUNED]} pruned")
+          f"{paused} paused at a rung, {counts[TrialState.PRUNED] - paused} pruned; "
+          f"{compute['tokens']:,} training tokens")
     print(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
     for k, v in best["params"].items():
         print(f"  {k} = {v}")

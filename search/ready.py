@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from search import attrs
 from search import asha
-from search.budget import configurations
+from search.budget import COUNTED, configurations
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
@@ -80,7 +80,7 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     how many it queued. Call under the claim lock."""
     now = time.time() if now is None else now
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    spent = configurations(trials) >= spec.n_trials
+    spent = configurations(trials, COUNTED + (TrialState.WAITING,)) >= spec.n_trials
     promoted = asha.promotions(trials, spec, spent) if not study.user_attrs.get(attrs.STOP) else []
     for paused in promoted:
         asha.promote(study, paused)
@@ -89,8 +89,7 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     # Continuations (resumes, promotions) first: their configurations are counted already.
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     waiting = [t._trial_id for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
-    new = sum(attrs.LINEAGE not in t.user_attrs for t in trials if t.state == TrialState.WAITING)
-    room = spec.n_trials - new - configurations(trials)
+    room = spec.n_trials - configurations(trials, COUNTED + (TrialState.WAITING,))
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
     stopped = bool(study.user_attrs.get(attrs.STOP))
     demand = max(MIN_READY, 2 * started, queue.misses(study._study_id))

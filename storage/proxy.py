@@ -98,20 +98,39 @@ class _Snapshot:
 
 class _Outages(grpc.ServerInterceptor):
     """Answers UNAVAILABLE, not UNKNOWN, while the database is away, so workers wait
-    for it (storage/outage.py) instead of failing their trials."""
+    for it (storage/outage.py) instead of failing their trials: on the storage calls
+    and on the artifacts' streaming ones (a checkpoint's upload, its download)."""
 
     def intercept_service(self, continuation, details):
         inner = continuation(details)
-        if inner is None or inner.unary_unary is None:
+        if inner is None:
             return inner
 
-        def call(request, context):
-            try:
-                return inner.unary_unary(request, context)
-            except Exception as e:
-                if outage.unreachable(e):
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
-                raise
+        def guarded(method):
+            def call(request, context):
+                try:
+                    return method(request, context)
+                except Exception as e:
+                    if outage.unreachable(e):
+                        context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
+                    raise
+            return call
 
-        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=inner.request_deserializer,
-                                                   response_serializer=inner.response_serializer)
+        def guarded_stream(method):
+            def call(request, context):
+                try:
+                    yield from method(request, context)
+                except Exception as e:
+                    if outage.unreachable(e):
+                        context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unreachable")
+                    raise
+            return call
+
+        codec = {"request_deserializer": inner.request_deserializer, "response_serializer": inner.response_serializer}
+        if inner.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(guarded(inner.unary_unary), **codec)
+        if inner.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(guarded(inner.stream_unary), **codec)
+        if inner.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(guarded_stream(inner.unary_stream), **codec)
+        return inner

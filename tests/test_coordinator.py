@@ -51,7 +51,7 @@ def test_study_stop_drains_the_workers_and_resume_starts_it_again(tiny, tmp_path
 def test_coordinator_requeues_a_dead_workers_trial_and_stops_at_the_target(tiny, tmp_path, pg_url):
     model, dataset = tiny
     assert tunefleet("study", "create", "fleet", "--model", model, "--dataset", dataset, "--method", "lora",
-                     "--n-trials", 5, "--max-steps", 40, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 2,
+                     "--n-trials", 5, "--pruner", "none", "--max-steps", 40, "--eval-steps", 10, "--seq-len", 48, "--lease-seconds", 2,
                      "--target-value", 100, "--storage", pg_url, cwd=tmp_path).returncode == 0
     study = optuna.load_study(study_name="fleet", storage=open_storage(pg_url))
     worker = start_tunefleet("worker", "fleet", "--threads", 1, "--storage", pg_url, cwd=tmp_path)

@@ -42,7 +42,7 @@ def _check_curves(port: int, study_id: int, trial: dict) -> None:
 def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
     model, dataset = tiny
     created = tunefleet("study", "create", "watched", "--model", model, "--dataset", dataset, "--method", "qlora",
-                        "--n-trials", 2, "--max-steps", 4, "--eval-steps", 2, "--seq-len", 48, cwd=tmp_path)
+                        "--n-trials", 2, "--pruner", "none", "--max-steps", 4, "--eval-steps", 2, "--seq-len", 48, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     worked = tunefleet("worker", "watched", "--threads", 1, cwd=tmp_path)
     assert worked.returncode == 0, worked.stderr

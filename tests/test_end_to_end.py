@@ -1,4 +1,5 @@
-"""A user's whole path: study create, two worker processes, status and best, on
+"""A user's whole path with the defaults (trials sized in epochs, asha's rungs and
+promotions, token costs): study create, two worker processes, status and best, on
 the real PostgreSQL and on the embedded default storage."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import optuna
 import pytest
 from conftest import start_tunefleet, tunefleet
 
-from search import attrs
+from search import asha, attrs, budget
 from search.spec import StudySpec
 from search.study import space_of
 from storage import open_storage
@@ -23,7 +24,7 @@ TRAIN_LOSS_DETECTORS = {"divergence", "gradient_explosion", "gradient_vanishing"
 def _run_study(tiny, storage_args, cwd):
     model, dataset = tiny
     created = tunefleet("study", "create", "e2e", "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", N_TRIALS, "--max-steps", 12, "--eval-steps", 3, "--seq-len", 64,
+                        "--n-trials", N_TRIALS, "--epochs", 0.3, "--seq-len", 64,
                         *storage_args, cwd=cwd)
     assert created.returncode == 0, created.stderr
     assert "1 starting config(s) queued" in created.stdout
@@ -38,26 +39,30 @@ def _check_study(url, tiny, cwd):
     study = optuna.load_study(study_name="e2e", storage=storage)
     trials = study.get_trials()
     states = [t.state for t in trials]
-    assert len(trials) == N_TRIALS, "the budget is exact across workers"
+    assert budget.configurations(trials) == N_TRIALS, "the budget is exact across workers"
     assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}, states
     # The seed's starting config was queued first and trained first.
     assert trials[0].user_attrs[attrs.SOURCE] == "seed starting config"
     assert trials[0].params["learning_rate"] == pytest.approx(2e-4 * 1024 / 64)  # width-corrected for the tiny model
+    spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
+    assert spec.epochs == 0.3 and spec.pruner == "asha"
     for t in trials:
         assert set(t.user_attrs[attrs.WORKER]) >= {"host", "pid", "claimed_at"}
+        assert t.user_attrs[attrs.COST]["tokens"] > 0 and t.user_attrs[attrs.COST]["seconds"] > 0
         if t.state == optuna.trial.TrialState.PRUNED:
             reason = t.user_attrs[attrs.PRUNE]
-            assert reason["detector"] and reason["evidence"] and 0 < reason["step"] <= 12, reason
-            if reason["detector"] not in TRAIN_LOSS_DETECTORS:  # judged at an evaluation it reported
-                assert reason["step"] in t.intermediate_values, (reason, t.intermediate_values)
+            assert reason["detector"] and reason["evidence"] and 0 < reason["step"], reason
+            if reason["detector"] == "rung":
+                assert t.user_attrs[attrs.PAUSED]["rung"] in t.intermediate_values
         else:
-            assert t.value == t.intermediate_values[12], "the final value is the last eval loss"
+            assert t.value == min(t.intermediate_values.values()), "a trial's value is its best eval loss"
+    assert any(s == optuna.trial.TrialState.COMPLETE for s in states)
+    assert asha.paused(trials) or any(attrs.PROMOTED_FROM in t.user_attrs for t in trials), "asha paused trials"
     assert len({t.user_attrs[attrs.WORKER]["pid"] for t in trials}) == 2, "both workers trained trials"
 
     best = tunefleet("best", "e2e", "--json", *(["--storage", url] if url else []), cwd=cwd)
     assert best.returncode == 0, best.stderr
     report = json.loads(best.stdout)
-    spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
     space = space_of(spec)
     assert set(report["params"]) == set(space)
     for name, value in report["params"].items():
@@ -69,8 +74,12 @@ def _check_study(url, tiny, cwd):
     assert report["peft_config"]["r"] == report["params"]["lora_r"]
 
     status = tunefleet("status", "e2e", "--json", *(["--storage", url] if url else []), cwd=cwd)
-    counts = json.loads(status.stdout)["counts"]
-    assert counts["COMPLETE"] + counts["PRUNED"] == N_TRIALS and counts["RUNNING"] == 0
+    doc = json.loads(status.stdout)
+    assert doc["counts"]["COMPLETE"] + doc["counts"]["PRUNED"] == len(trials) and doc["counts"]["RUNNING"] == 0
+    assert doc["configurations"] == N_TRIALS
+    assert doc["compute"]["tokens"] == sum(t.user_attrs[attrs.COST]["tokens"] for t in trials)
+    text = tunefleet("status", "e2e", *(["--storage", url] if url else []), cwd=cwd)
+    assert f"compute: {doc['compute']['tokens']:,} training tokens" in text.stdout
 
 
 def test_study_on_postgresql(tiny, pg_url, tmp_path):

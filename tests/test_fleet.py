@@ -13,7 +13,7 @@ from storage import open_storage
 def _create(tiny, tmp_path, name, url, n_trials, max_steps):
     model, dataset = tiny
     created = tunefleet("study", "create", name, "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", n_trials, "--max-steps", max_steps, "--eval-steps", 10, "--seq-len", 48,
+                        "--n-trials", n_trials, "--pruner", "none", "--max-steps", max_steps, "--eval-steps", 10, "--seq-len", 48,
                         "--storage", url, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
 

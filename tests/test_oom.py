@@ -25,7 +25,7 @@ def _study(tiny, tmp_path, name, batch):
     space.write_text(yaml.safe_dump({"batch_size": {"value": batch}}))
     url = f"journal:{tmp_path / 'j.log'}"
     created = tunefleet("study", "create", name, "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", 1, "--max-steps", 6, "--eval-steps", 3, "--seq-len", 48,
+                        "--n-trials", 1, "--pruner", "none", "--max-steps", 6, "--eval-steps", 3, "--seq-len", 48,
                         "--max-micro-batch", 8, "--space", space, "--storage", url, "--sampler", "tpe",
                         cwd=tmp_path)
     assert created.returncode == 0, created.stderr

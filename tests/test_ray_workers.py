@@ -82,7 +82,7 @@ def _create(tiny, tmp_path, name, n_trials, max_steps):
     url = f"journal:{tmp_path / 'journal.log'}"
     model, dataset = tiny
     created = tunefleet("study", "create", name, "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", n_trials, "--max-steps", max_steps, "--eval-steps", 10, "--seq-len", 48,
+                        "--n-trials", n_trials, "--pruner", "none", "--max-steps", max_steps, "--eval-steps", 10, "--seq-len", 48,
                         "--storage", url, cwd=tmp_path, env=ENV)
     assert created.returncode == 0, created.stderr
     return url

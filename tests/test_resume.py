@@ -30,7 +30,7 @@ def _wait_for(condition, what: str, timeout: float, worker=None):
 def test_a_killed_workers_trial_is_finished_by_another_from_its_checkpoint(tiny, tmp_path, pg_url):
     model, dataset = tiny
     created = tunefleet("study", "create", "crash", "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", 1, "--max-steps", 60, "--eval-steps", 10, "--seq-len", 48,
+                        "--n-trials", 1, "--pruner", "none", "--max-steps", 60, "--eval-steps", 10, "--seq-len", 48,
                         "--lease-seconds", 3, "--storage", pg_url, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     storage = open_storage(pg_url)

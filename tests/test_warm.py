@@ -27,7 +27,7 @@ def _trial(params):
 
 def _final_loss(resident, spec, params, tmp_path):
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
-    return train(_trial(params), params, spec, resident, store, tmp_path, should_stop=lambda: False).final
+    return train(_trial(params), params, spec, resident, store, tmp_path, should_stop=lambda: False).value
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -19,7 +19,7 @@ from storage import open_storage
 def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
     model, dataset = tiny
     created = tunefleet("study", "create", "long", "--model", model, "--dataset", dataset, "--method", "lora",
-                        "--n-trials", 3, "--max-steps", 5000, "--eval-steps", 1000, cwd=tmp_path)
+                        "--n-trials", 3, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     worker = start_tunefleet("worker", "long", "--threads", 1, cwd=tmp_path)
     storage = open_storage(f"journal:{tmp_path / '.tunefleet' / 'journal.log'}")
@@ -46,7 +46,7 @@ def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):
     model, dataset = tiny
     url = f"journal:{tmp_path / 'j.log'}"
     assert tunefleet("study", "create", "hot", "--model", model, "--dataset", dataset, "--method", "full",
-                     "--n-trials", 3, "--max-steps", 40, "--eval-steps", 10, "--storage", url,
+                     "--n-trials", 3, "--pruner", "none", "--max-steps", 40, "--eval-steps", 10, "--storage", url,
                      cwd=tmp_path).returncode == 0
     study, spec = load(open_storage(url), "hot")
     # A learning rate far outside any sane space (queued by hand) makes full fine-tuning blow up.

@@ -72,12 +72,13 @@ def _next(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
         trials = study.get_trials(deepcopy=False)
     if not spent:
         return study.ask()
-    # Only continuations of configurations already counted may start now.
-    for t in trials:
-        if t.state == TrialState.WAITING and attrs.LINEAGE in t.user_attrs:
-            taken = ready.take(study, t._trial_id)
-            if taken is not None:
-                return taken
+    # No new configuration may start; the queued ones are counted already (continuations first).
+    queued = sorted((t for t in trials if t.state == TrialState.WAITING),
+                    key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))
+    for t in queued:
+        taken = ready.take(study, t._trial_id)
+        if taken is not None:
+            return taken
     return None
 
 
@@ -361,6 +362,10 @@ def _fail(study, trial, error: Exception, artifact_store) -> str:
         study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"failed: {message}"  # its lease ran out meanwhile: its checkpoint is another's now
+    except Exception as e:
+        if not outage.unreachable(e):
+            raise
+        return f"failed: {message} (not recorded: the storage went away; its lease re-queues it)"
     try:
         discard(trial, artifact_store)
     except Exception:  # the store is what failed: nothing more to clean

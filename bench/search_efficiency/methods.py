@@ -333,7 +333,7 @@ def sweep_point(problem, trial_config: dict, lr: float) -> float:
     params = suggest(trial, space)
     with tempfile.TemporaryDirectory(prefix="tunefleet-bench-") as tmp:
         store = optuna.artifacts.FileSystemArtifactStore(tmp)
-        final = train(trial, params, spec, resident(spec), store, Path(tmp), should_stop=lambda: False).final
+        final = train(trial, params, spec, resident(spec), store, Path(tmp), should_stop=lambda: False).value
     return float("nan") if final is None else final
 
 

@@ -45,7 +45,7 @@ class Problem:
         return dimensions(read_model_config(self.model_dir))["hidden"]
 
 
-PROBLEMS = ("docstrings-lora", "moduledocs-full")
+PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
 
 
 def build(name: str, cache: Path = CACHE) -> Problem:
@@ -62,6 +62,12 @@ def build(name: str, cache: Path = CACHE) -> Problem:
         return Problem(name, "full", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "GPT-2 hidden 96, 3 layers, 4 heads; full fine-tuning; plain text "
                        "(120-240-char chunks of held-apart module/class docstrings)")
+    if name == "stdlib-chat-qlora":
+        model_dir, dataset = _build_chat(cache / name)
+        return Problem(name, "qlora", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
+                       "Qwen2 hidden 64, 2 layers, 4 heads (2 kv); QLoRA (4-bit NF4); chat messages "
+                       "(user asks what a stdlib function, class or method does; assistant answers with its "
+                       "docstring's first paragraph)")
     raise ValueError(f"unknown problem '{name}' (choose from {', '.join(PROBLEMS)})")
 
 
@@ -187,3 +193,85 @@ def save_truth(problem: Problem, trial_config: dict, losses: list[float], cache:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
+
+
+# ---- stdlib-chat-qlora ----------------------------------------------------------------------
+
+CHAT_VERSION = 1
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def stdlib_questions() -> list[dict]:
+    """One chat per documented stdlib function, class and method: the user asks what it does,
+    the assistant answers with the first paragraph of its docstring."""
+    import importlib
+    import inspect
+    import sys
+    import warnings
+
+    from workers.tiny import _SKIP
+
+    chats = []
+
+    def add(qualname: str, obj) -> None:
+        doc = inspect.getdoc(obj)
+        if doc:
+            chats.append({"messages": [{"role": "user", "content": f"What does {qualname} do?"},
+                                       {"role": "assistant", "content": doc.split("\n\n")[0]}]})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(sys.stdlib_module_names):
+            if name.startswith("_") or name in _SKIP:
+                continue
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # platform-specific modules
+                continue
+            for obj_name, obj in sorted(vars(module).items()):
+                if obj_name.startswith("_") or getattr(obj, "__module__", None) != name:
+                    continue
+                if inspect.isfunction(obj) or inspect.isclass(obj):
+                    add(f"{name}.{obj_name}", obj)
+                if inspect.isclass(obj):
+                    for method_name, method in sorted(vars(obj).items()):
+                        if not method_name.startswith("_") and inspect.isfunction(method):
+                            add(f"{name}.{obj_name}.{method_name}", method)
+    return chats
+
+
+def _build_chat(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers: int = 2,
+                vocab_size: int = 1024) -> tuple[Path, Path]:
+    model_dir, dataset = root / "model", root / "chat.jsonl"
+    stamp = root / "built.json"
+    wanted = {"version": CHAT_VERSION, "pretrain_steps": pretrain_steps, "hidden": hidden, "layers": layers,
+              "vocab_size": vocab_size}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return model_dir, dataset
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.utils import logging
+
+    from workers.tiny import pretrain, stdlib_texts, train_tokenizer
+
+    logging.disable_progress_bar()
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    prose, _ = stdlib_texts()
+    chats = stdlib_questions()
+    tokenizer = train_tokenizer(prose + [m["content"] for c in chats for m in c["messages"]], vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = Qwen2ForCausalLM(config)
+    pretrain(model, tokenizer, prose, pretrain_steps)  # prose only: the chat format is what fine-tuning teaches
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    random.Random(0).shuffle(chats)
+    dataset.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    stamp.write_text(json.dumps(wanted))
+    return model_dir, dataset
