@@ -6,15 +6,21 @@
 
 Definitions (per problem):
 
-- a search "finds" a loss when one of its trials completes with that final
-  eval loss (the objective tunefleet reports); pruned trials find nothing;
+- compute = the non-padding training tokens of all a search's trials (pruned,
+  paused and promoted ones included), what a GPU-hour buys;
+- a search "finds" a loss when one of its trials completes: a run that
+  reached its end (or was stopped early as converged), its best eval loss,
+  whose checkpoint it keeps; paused and pruned trials find nothing;
 - best = the lowest loss any search of any method found within its budget;
 - target = 1.01 x best;
-- compute to target = optimizer steps the search had trained (all its trials,
-  pruned ones included) when its first trial at or below the target completed;
-  not reached (inf) if none did within the budget;
-- best at 25/50/100% = the lowest loss found by the time the search had
-  trained that share of its budget.
+- compute to target = the tokens the search had trained when its first trial
+  at or below the target completed; not reached (inf) if none did within the
+  budget;
+- best at 10/25/50/100% = the lowest loss found by the time the search had
+  trained that share of its budget;
+- early ranks: over the complete runs of random search (no pruning), the
+  Spearman rank correlation between the eval loss at 10%, 30% and 50% of the
+  run and the loss the run found: how far a low rung can be trusted.
 
 Seeds are aggregated by the median (a median that falls on an unreached seed
 is inf) and the mean over the seeds that reached the target. Ratios compare
@@ -35,17 +41,20 @@ HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TARGET = 1.01
-SHARES = (0.25, 0.5, 1.0)
-LABELS = {"tunefleet": "(a)", "tpe-median": "(b)", "random": "(c)", "hf-optuna": "(d)",
-          "tunefleet-lr-x30": "(a')", "tunefleet-lr-div30": "(a'')"}
+SHARES = (0.1, 0.25, 0.5, 1.0)
+LABELS = {"tunefleet": "(a)", "tpe-median": "(b)", "tpe-hyperband": "(b')", "random": "(c)", "hf-optuna": "(d)",
+          "neps-priorband": "(e)", "tunefleet-lr-x30": "(a')", "tunefleet-lr-div30": "(a'')"}
 # (numerator, denominator, comparison, threshold, what it claims)
 TARGETS = (
     ("tpe-median", "tunefleet", ">=", 3.0, "(a) needs >=3x less compute than (b)"),
     ("random", "tunefleet", ">=", 5.0, "(a) needs >=5x less compute than (c)"),
-    ("tunefleet-lr-x30", "tpe-median", "<=", 1.3, "LR prior 30x off: (a') needs <=1.3x the compute of (b)"),
+    ("tunefleet", "neps-priorband", "<=", 1.0, "(a) needs no more compute than (e) PriorBand"),
+    ("tunefleet-lr-x30", "tpe-median", "<=", 1.3, "LR prior 30x too high: (a') needs <=1.3x the compute of (b)"),
+    ("tunefleet-lr-div30", "tpe-median", "<=", 1.3, "LR prior 30x too low: (a'') needs <=1.3x the compute of (b)"),
 )
+EARLY = (0.1, 0.3, 0.5)
 INF = math.inf
-STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)))
+STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)))
 
 
 def load(results: Path) -> tuple[dict, dict[tuple[str, str, int], list[dict]]]:
@@ -56,29 +65,42 @@ def load(results: Path) -> tuple[dict, dict[tuple[str, str, int], list[dict]]]:
             r = json.loads(line)
             searches[(r["problem"], r["method"], r["seed"])].append(r)
     for trials in searches.values():
-        trials.sort(key=lambda r: r["cumulative_steps"])
+        trials.sort(key=lambda r: r["cumulative_tokens"])
     return run, dict(searches)
 
 
-def found(trials: list[dict], budget: int) -> list[tuple[int, int, float]]:
-    """(cumulative steps, cumulative examples, loss) of each complete trial within the budget."""
-    out, examples = [], 0
-    for r in trials:
-        examples += r["examples"]
-        if r["cumulative_steps"] > budget:
-            break
-        if r["state"] == "COMPLETE" and r["final_eval_loss"] is not None and math.isfinite(r["final_eval_loss"]):
-            out.append((r["cumulative_steps"], examples, r["final_eval_loss"]))
+def found(trials: list[dict], budget: int) -> list[tuple[int, float]]:
+    """(cumulative tokens, loss) of each complete trial within the budget."""
+    return [(r["cumulative_tokens"], r["found"]) for r in trials
+            if r["cumulative_tokens"] <= budget and r["found"] is not None and math.isfinite(r["found"])]
+
+
+def to_target(points, target: float) -> float:
+    """Tokens when the first trial at or below the target completed; inf if never."""
+    return next((t for t, loss in points if loss <= target), INF)
+
+
+def best_at(points, tokens: float) -> float:
+    return min((loss for t, loss in points if t <= tokens), default=INF)
+
+
+def early_ranks(trials: list[dict]) -> dict:
+    """Spearman correlation of the eval loss at EARLY fractions of a run with the loss it found."""
+    from scipy.stats import spearmanr
+
+    runs = [r for r in trials if r["found"] is not None and r["eval_curve"]]
+    out = {}
+    for fraction in EARLY:
+        pairs = []
+        for r in runs:
+            curve = {int(k): v for k, v in r["eval_curve"].items()}
+            end = max(curve)
+            early = min(curve, key=lambda k: abs(k - fraction * end))
+            pairs.append((curve[early], r["found"]))
+        if len(pairs) >= 5:
+            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+            out[fraction] = {"rho": float(rho), "runs": len(pairs)}
     return out
-
-
-def to_target(points, target: float) -> tuple[float, float]:
-    """(steps, examples) when the first trial at or below the target completed; inf if never."""
-    return next(((s, e) for s, e, loss in points if loss <= target), (INF, INF))
-
-
-def best_at(points, steps: float) -> float:
-    return min((loss for s, _, loss in points if s <= steps), default=INF)
 
 
 def median(values) -> float:
@@ -95,14 +117,14 @@ def _median_with_inf(values) -> float:
 
 
 def analyse(run: dict, searches: dict) -> dict:
-    budget = run["config"]["budget"]
     out = {}
     for problem in run["config"]["problems"]:
         per = {k: v for k, v in searches.items() if k[0] == problem}
         if not per:
             continue
+        budget = run["config"]["budget_tokens"][problem]
         points = {k: found(v, budget) for k, v in per.items()}
-        all_losses = [loss for p in points.values() for _, _, loss in p]
+        all_losses = [loss for p in points.values() for _, loss in p]
         best = min(all_losses) if all_losses else INF
         target = TARGET * best
         methods = {}
@@ -111,37 +133,41 @@ def analyse(run: dict, searches: dict) -> dict:
             rows = []
             for seed in seeds:
                 trials, p = per[(problem, method, seed)], points[(problem, method, seed)]
-                steps, examples = to_target(p, target)
+                within = [r for r in trials if r["cumulative_tokens"] <= budget]
                 rows.append({
-                    "seed": seed, "steps_to_target": steps, "examples_to_target": examples,
+                    "seed": seed, "tokens_to_target": to_target(p, target),
                     "best_at": {share: best_at(p, share * budget) for share in SHARES},
-                    "trials": len(trials), "pruned": sum(r["state"] == "PRUNED" for r in trials),
+                    "trials": len(trials), "configurations": len({r["lineage"] for r in trials}),
+                    "paused": sum(r["paused"] for r in trials),
+                    "pruned": sum(r["state"] == "PRUNED" and not r["paused"] for r in trials),
                     "wall_s": sum(r["wall_s"] for r in trials),
-                    "best_lr": min(((r["final_eval_loss"], r["params"]["learning_rate"]) for r in trials
-                                    if r["final_eval_loss"] is not None and r["cumulative_steps"] <= budget),
-                                   default=(INF, None))[1],
+                    "best_lr": min(((r["found"], r["params"].get("learning_rate")) for r in within
+                                    if r["found"] is not None), default=(INF, None))[1],
                 })
-            reached = [r["steps_to_target"] for r in rows if math.isfinite(r["steps_to_target"])]
+            reached = [r["tokens_to_target"] for r in rows if math.isfinite(r["tokens_to_target"])]
+            n_trials = max(1, sum(r["trials"] for r in rows))
             methods[method] = {
                 "seeds": rows, "n": len(rows), "reached": len(reached),
-                "median_steps": median([r["steps_to_target"] for r in rows]),
-                "mean_steps_reached": statistics.mean(reached) if reached else INF,
-                "median_examples": median([r["examples_to_target"] for r in rows]),
+                "median_tokens": median([r["tokens_to_target"] for r in rows]),
+                "mean_tokens_reached": statistics.mean(reached) if reached else INF,
                 "median_best_at": {s: median([r["best_at"][s] for r in rows]) for s in SHARES},
                 "trials": statistics.mean(r["trials"] for r in rows),
-                "pruned_share": sum(r["pruned"] for r in rows) / max(1, sum(r["trials"] for r in rows)),
+                "configurations": statistics.mean(r["configurations"] for r in rows),
+                "paused_share": sum(r["paused"] for r in rows) / n_trials,
+                "pruned_share": sum(r["pruned"] for r in rows) / n_trials,
                 "wall_s": statistics.mean(r["wall_s"] for r in rows),
                 "best_lr": median([r["best_lr"] for r in rows if r["best_lr"] is not None]),
             }
         ratios = [_ratio(methods, num, den, op, threshold, claim, budget)
                   for num, den, op, threshold, claim in TARGETS if num in methods and den in methods]
-        out[problem] = {"best": best, "target": target, "methods": methods, "ratios": ratios,
-                        "curves": {k: v for k, v in points.items()}}
+        randoms = [r for k, v in per.items() if k[1] == "random" for r in v]
+        out[problem] = {"best": best, "target": target, "budget": budget, "methods": methods, "ratios": ratios,
+                        "early_ranks": early_ranks(randoms), "curves": dict(points)}
     return out
 
 
 def _ratio(methods, num, den, op, threshold, claim, budget) -> dict:
-    a, b = methods[num]["median_steps"], methods[den]["median_steps"]
+    a, b = methods[num]["median_tokens"], methods[den]["median_tokens"]
     if math.isfinite(a) and math.isfinite(b):
         value, text = a / b, f"{a / b:.2f}"
         met = value >= threshold if op == ">=" else value <= threshold
@@ -170,15 +196,20 @@ def _f(x, fmt="{:.0f}") -> str:
     return "not reached" if x is None or not math.isfinite(x) else fmt.format(x)
 
 
+def _tokens(x) -> str:
+    return "not reached" if x is None or not math.isfinite(x) else f"{x / 1e3:,.0f}k"
+
+
 def markdown(run: dict, analysis: dict, results: Path, plots: dict) -> str:
     cfg, m = run["config"], run["machine"]
-    tc = cfg["trial"]
     lines = [
-        f"### Results: preset `{cfg['preset']}` ({cfg['seeds']} seeds, budget {cfg['budget']} optimizer steps "
-        f"per search, trials of {tc['max_steps']} steps evaluated every {tc['eval_steps']}, seq_len {tc['seq_len']})",
+        f"### Results: preset `{cfg['preset']}` ({cfg['seeds']} seeds; each search may train the tokens of "
+        f"{cfg['budget_full_trials']:g} full trials of its problem)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, transformers {m['transformers']}, "
-        f"peft {m['peft']}, optuna {m['optuna']}. Wall time {run.get('wall_s', 0) / 60:.1f} min, "
+        f"peft {m['peft']}, optuna {m['optuna']}"
+        + (f", neural-pipeline-search {m['neural-pipeline-search']}" if "neural-pipeline-search" in m else "")
+        + f". Wall time {run.get('wall_s', 0) / 60:.1f} min, "
         f"load average at start {m['load_average_at_start'][0]:.1f}"
         + (f", at end {m['load_average_at_end'][0]:.1f}" if "load_average_at_end" in m else "") + ".",
         f"(a) ran with sampler=`{cfg['options']['default_sampler']}`, pruner=`{cfg['options']['default_pruner']}`.",
@@ -186,31 +217,37 @@ def markdown(run: dict, analysis: dict, results: Path, plots: dict) -> str:
     ]
     for problem, a in analysis.items():
         truth = run.get("truth", {}).get(problem)
+        tc = cfg["trials"][problem]
         lines += [f"#### {problem}", "",
-                  f"Best loss found by any search: {a['best']:.4f}; target (x{TARGET}) {a['target']:.4f}."
+                  f"Trials of {tc['epochs']:g} epochs, seq_len {tc['seq_len']}; budget {a['budget']:,} tokens per "
+                  f"search. Best loss found by any search: {a['best']:.4f}; target (x{TARGET}) {a['target']:.4f}."
                   + (f" Truth LR (sweep) {truth['truth_lr']:.3g} (loss {truth['truth_loss']:.4f})." if truth else ""),
                   ""]
         if truth:
-            lines += ["LR sweep (starting config, one full trial each; final eval loss): "
+            lines += ["LR sweep (starting config, one full trial each; best eval loss): "
                       + ", ".join(f"{p['learning_rate']:.3g}: {p['final_eval_loss']:.4f}" for p in truth["sweep"]),
                       ""]
-        lines += ["| method | reached target | median steps to target | mean steps (reached) | median examples "
-                  "to target | median best @25% | @50% | @100% | LR of the best trial (median) | trials/search "
-                  "| pruned | s/search |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| method | reached target | median tokens to target | mean (reached) | median best @10% | @25% "
+                  "| @50% | @100% | LR of the best trial (median) | trials (configurations) /search | paused | "
+                  "pruned | s/search |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for method, r in a["methods"].items():
             b = r["median_best_at"]
             lines.append(
-                f"| {LABELS.get(method, '')} {method} | {r['reached']}/{r['n']} | {_f(r['median_steps'])} | "
-                f"{_f(r['mean_steps_reached'])} | {_f(r['median_examples'])} | {_f(b[0.25], '{:.4f}')} | "
+                f"| {LABELS.get(method, '')} {method} | {r['reached']}/{r['n']} | {_tokens(r['median_tokens'])} | "
+                f"{_tokens(r['mean_tokens_reached'])} | {_f(b[0.1], '{:.4f}')} | {_f(b[0.25], '{:.4f}')} | "
                 f"{_f(b[0.5], '{:.4f}')} | {_f(b[1.0], '{:.4f}')} | {_f(r['best_lr'], '{:.2g}')} | "
-                f"{r['trials']:.1f} | {r['pruned_share']:.0%} | "
+                f"{r['trials']:.1f} ({r['configurations']:.1f}) | {r['paused_share']:.0%} | {r['pruned_share']:.0%} | "
                 f"{r['wall_s']:.0f} |")
-        lines += ["", "| ratio of median steps to target | value | target | met |", "| --- | --- | --- | --- |"]
+        lines += ["", "| ratio of median tokens to target | value | target | met |", "| --- | --- | --- | --- |"]
         for q in a["ratios"]:
             met = {True: "yes", False: "**no**", None: "undetermined"}[q["met"]]
             lines.append(f"| {LABELS[q['num']]}/{LABELS[q['den']]}: {q['claim']} | {q['text']} | "
                          f"{q['op']} {q['threshold']:g} | {met} |")
+        if a["early_ranks"]:
+            lines += ["", "Early ranks (random search's complete runs): Spearman correlation of the eval loss at "
+                      + ", ".join(f"{f:.0%} of the run: {v['rho']:.2f}" for f, v in a["early_ranks"].items())
+                      + f" with the loss the run found ({next(iter(a['early_ranks'].values()))['runs']} runs)."]
         if problem in plots:
             lines += ["", f"![best-so-far loss, {problem}]({plots[problem]})"]
         lines.append("")
@@ -230,10 +267,10 @@ def plot(run: dict, analysis: dict, out_dir: Path) -> dict[str, str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    budget = run["config"]["budget"]
-    xs = np.arange(0, budget + 1)
     written = {}
     for problem, a in analysis.items():
+        budget = a["budget"]
+        xs = np.linspace(0, budget, 401)
         fig, ax = plt.subplots(figsize=(8, 5))
         tops = []
         for method in a["methods"]:
@@ -242,12 +279,12 @@ def plot(run: dict, analysis: dict, out_dir: Path) -> dict[str, str]:
                 if p != problem or m != method:
                     continue
                 y = np.full(len(xs), np.inf)
-                for s, _, loss in points:
-                    y[s:] = np.minimum(y[s:], loss)
+                for t, loss in points:
+                    y[xs >= t] = np.minimum(y[xs >= t], loss)
                 curves.append(y)
             if not curves:
                 continue
-            stack = np.vstack(curves)  # seeds x steps; inf until a seed's first complete trial
+            stack = np.vstack(curves)  # seeds x tokens; inf until a seed's first complete trial
             med = np.array([_median_with_inf(sorted(col)) for col in stack.T])
             low = np.min(stack, axis=0)
             # A seed with nothing found yet has no upper bound: the band runs off the top of the plot.
@@ -258,15 +295,15 @@ def plot(run: dict, analysis: dict, out_dir: Path) -> dict[str, str]:
             line, = ax.step(xs[finite], med[finite], where="post", ls=style, lw=1.6,
                             label=f"{LABELS.get(method, '')} {method}")
             band = np.isfinite(low)
-            ax.fill_between(xs[band], low[band], high[band], step="post", alpha=0.15, color=line.get_color())
+            ax.fill_between(xs[band], low[band], high[band], step="post", alpha=0.12, color=line.get_color())
             if finite.any():
                 tops.append(med[finite][0])
         ax.axhline(a["target"], color="k", ls="--", lw=0.8, label=f"target ({TARGET} x best)")
         if tops and math.isfinite(a["best"]):
             ax.set_ylim(a["best"] - 0.02 * (max(tops) - a["best"] + 1e-3), max(tops) + 0.05 * (max(tops) - a["best"]))
         ax.set_xlim(0, budget)
-        ax.set_xlabel("optimizer steps trained by the search (pruned trials included)")
-        ax.set_ylabel("best final eval loss found so far")
+        ax.set_xlabel("training tokens of the search (pruned and paused trials included)")
+        ax.set_ylabel("best loss found so far (complete trials)")
         cfg = run["config"]
         ax.set_title(f"{problem}: median over {cfg['seeds']} seeds, band = min..max ({cfg['preset']})")
         ax.legend(fontsize=8)
@@ -314,7 +351,7 @@ def main(argv=None) -> int:
     plots = plot(run, analysis, args.results)
     text = markdown(run, analysis, args.results, plots)
     (args.results / "report.md").write_text(text + "\n")
-    summary = {p: {"best": a["best"], "target": a["target"],
+    summary = {p: {"best": a["best"], "target": a["target"], "budget": a["budget"], "early_ranks": a["early_ranks"],
                    "methods": {m: {k: v for k, v in r.items() if k != "seeds"} for m, r in a["methods"].items()},
                    "ratios": a["ratios"]} for p, a in analysis.items()}
     (args.results / "report.json").write_text(json.dumps(_no_inf(summary), indent=1))

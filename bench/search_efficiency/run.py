@@ -1,7 +1,7 @@
 """Run the search-efficiency benchmark: every (problem, method, seed) search, N at a time.
 
-    python -m bench.search_efficiency.run --preset smoke          # 2 seeds, 150 steps: minutes
-    python -m bench.search_efficiency.run --preset full --report  # 5 seeds, 600 steps, then the report
+    python -m bench.search_efficiency.run --preset smoke          # 2 seeds, 2 full trials of tokens: minutes
+    python -m bench.search_efficiency.run --preset full --report  # 5 seeds, 8 full trials of tokens, then the report
 
 Results go to bench/search_efficiency/results/<preset>/: one JSONL per
 (problem, method) with one line per trial, and run.json (configuration,
@@ -24,19 +24,18 @@ import time
 from pathlib import Path
 
 from bench.search_efficiency import problems as problems_mod
-from bench.search_efficiency.methods import DEFAULT_METHODS, METHODS, Options, TrialConfig
+from bench.search_efficiency.methods import DEFAULT_METHODS, LR_VARIANTS, METHODS, Options, TrialConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 PRESETS = {
-    # Proves the harness end to end in a few minutes; its numbers mean little.
-    "smoke": {"seeds": 2, "budget": 150, "max_steps": 20, "eval_steps": 5},
-    # The benchmark: 600 optimizer steps per search, 40-step trials evaluated every 5 steps
-    # (about 28 minutes on 2 cores: 2 problems x 5 methods x 5 seeds, 2 searches at a time).
-    "full": {"seeds": 5, "budget": 600, "max_steps": 40, "eval_steps": 5},
+    # Proves the harness end to end in minutes; its numbers mean little.
+    "smoke": {"seeds": 1, "budget": 1.5, "epochs_scale": 0.25, "methods": "tunefleet,tpe-median,hf-optuna,neps-priorband"},
+    # The benchmark: each search may train as many tokens as 6 full trials of the problem
+    # (3 problems x 8 methods x 5 seeds, 2 searches at a time on 2 cores).
+    "full": {"seeds": 5, "budget": 6.0, "epochs_scale": 1.0, "methods": ",".join(DEFAULT_METHODS)},
 }
-LR_VARIANTS = ("tunefleet-lr-x30", "tunefleet-lr-div30")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,18 +43,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=PRESETS, default="full", help="base configuration (default: full)")
     p.add_argument("--seeds", type=int, help="searches per (problem, method); seeds 0..N-1")
-    p.add_argument("--budget", type=int, help="optimizer steps per search")
-    p.add_argument("--max-steps", type=int, help="optimizer steps per trial")
-    p.add_argument("--eval-steps", type=int, help="evaluate every this many steps")
+    p.add_argument("--budget", type=float, help="training tokens per search, in full trials of the problem")
+    p.add_argument("--epochs-scale", type=float, help="multiplies each problem's epochs per trial")
     p.add_argument("--seq-len", type=int, default=TrialConfig.seq_len)
     p.add_argument("--max-eval-examples", type=int, default=TrialConfig.max_eval_examples)
     p.add_argument("--problems", default=",".join(problems_mod.PROBLEMS), help="comma-separated")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
     p.add_argument("--default-sampler", default=Options.default_sampler, help="sampler of (a) and (a')")
     p.add_argument("--default-pruner", default=Options.default_pruner, help="pruner of (a) and (a')")
-    p.add_argument("--baseline-detectors", action="store_true",
-                   help="run tunefleet's divergence/plateau detectors in (b) as well")
     p.add_argument("--jobs", type=int, default=2, help="searches run at once, one process each (default 2)")
     p.add_argument("--results", type=Path, help="results directory (default results/<preset>)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results of this configuration first")
@@ -71,6 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     for m in args.methods:
         if m not in METHODS:
             p.error(f"unknown method '{m}' (choose from {', '.join(METHODS)})")
+    if "neps-priorband" in args.methods:
+        try:
+            import neps  # noqa: F401
+        except ImportError:
+            p.error("neps-priorband needs the bench extra (neural-pipeline-search): see bench/README.md, or "
+                    "leave it out with --methods")
     for name in args.problems:
         if name not in problems_mod.PROBLEMS:
             p.error(f"unknown problem '{name}' (choose from {', '.join(problems_mod.PROBLEMS)})")
@@ -88,9 +89,16 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "optuna": optuna.__version__, "load_average_at_start": list(os.getloadavg())}
+    out = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+           "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+           "optuna": optuna.__version__, "load_average_at_start": list(os.getloadavg())}
+    try:
+        from importlib.metadata import version
+
+        out["neural-pipeline-search"] = version("neural-pipeline-search")
+    except Exception:
+        pass
+    return out
 
 
 # ---- the worker processes ----------------------------------------------------------------------------
@@ -107,6 +115,12 @@ def _search_job(problem, method, seed, tc, budget, truth_lr, opts):
     from bench.search_efficiency.methods import run_search
 
     return run_search(problem, method, seed, tc, budget, truth_lr, opts)
+
+
+def _tokens_job(problem, tc):
+    from bench.search_efficiency.methods import full_trial_tokens
+
+    return full_trial_tokens(problem, tc)
 
 
 def _sweep_job(problem, tc_dict, lr):
@@ -130,12 +144,13 @@ def _done_searches(results: Path) -> set[tuple[str, str, int]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["PYTHONHASHSEED"] = "0"  # NePS orders string choices by hash: the same runs every time
     started = time.time()
-    tc = TrialConfig(max_steps=args.max_steps, eval_steps=args.eval_steps, seq_len=args.seq_len,
-                     max_eval_examples=args.max_eval_examples)
-    opts = Options(default_sampler=args.default_sampler, default_pruner=args.default_pruner,
-                   baseline_detectors=args.baseline_detectors)
-    config = {"preset": args.preset, "seeds": args.seeds, "budget": args.budget, "trial": dataclasses.asdict(tc),
+    opts = Options(default_sampler=args.default_sampler, default_pruner=args.default_pruner)
+    tcs = {name: TrialConfig(epochs=problems_mod.EPOCHS[name] * args.epochs_scale, seq_len=args.seq_len,
+                             max_eval_examples=args.max_eval_examples) for name in args.problems}
+    config = {"preset": args.preset, "seeds": args.seeds, "budget_full_trials": args.budget,
+              "trials": {name: dataclasses.asdict(tc) for name, tc in tcs.items()},
               "options": dataclasses.asdict(opts), "problems": args.problems, "methods": args.methods}
     run_file = args.results / "run.json"
     if args.fresh and args.results.exists():
@@ -147,21 +162,27 @@ def main(argv=None) -> int:
         return 2
     if run is None:
         run = {"config": config, "machine": machine(), "truth": {}, "searches": [], "wall_s": 0.0}
-    run["config"] = config  # the method/problem lists may have grown
+    run["config"] = {**config, "budget_tokens": run["config"].get("budget_tokens", {})}
     args.results.mkdir(parents=True, exist_ok=True)
 
     print(f"building problems under {problems_mod.CACHE} (once)...", flush=True)
+    from bench.search_efficiency.methods import full_trial_tokens
+
     probs = {name: problems_mod.build(name) for name in args.problems}
+    budgets = {}
     for p in probs.values():
-        print(f"  {p.name}: {p.method}, {p.n_examples} examples, {p.n_params:,} parameters", flush=True)
+        budgets[p.name] = round(args.budget * full_trial_tokens(p, tcs[p.name]))
+        print(f"  {p.name}: {p.method}, {p.n_examples} examples, {p.n_params:,} parameters; "
+              f"{tcs[p.name].epochs:g} epochs per full trial; budget {budgets[p.name]:,} tokens", flush=True)
+    run["config"]["budget_tokens"] = budgets
 
     done = _done_searches(args.results)
     need_truth = any(m in LR_VARIANTS for m in args.methods)
-    tc_dict = dataclasses.asdict(tc)
-    truths = {name: problems_mod.load_truth(p, tc_dict) for name, p in probs.items()} if need_truth else {}
+    truths = ({name: problems_mod.load_truth(p, dataclasses.asdict(tcs[name])) for name, p in probs.items()}
+              if need_truth else {})
     pending = [(name, m, s) for name in args.problems for m in args.methods for s in range(args.seeds)
                if (name, m, s) not in done]
-    # Slowest first (no pruning, large batches), so the last searches do not run alone.
+    # Slowest first (no pruning, long trials), so the last searches do not run alone.
     order = {"hf-optuna": 0, "random": 1, "tpe-median": 2}
     pending.sort(key=lambda job: (order.get(job[1], 3), job[2]))
     print(f"{len(done)} searches already done, {len(pending)} to run, {args.jobs} at a time; "
@@ -177,15 +198,22 @@ def main(argv=None) -> int:
                 print(f"  [{name}] learning-rate sweep ({len(problems_mod.SWEEP_LRS)} trials) for the truth",
                       flush=True)
                 for lr in problems_mod.SWEEP_LRS:
-                    futures[pool.submit(_sweep_job, probs[name], tc_dict, lr)] = ("sweep", name, lr)
+                    futures[pool.submit(_sweep_job, probs[name], dataclasses.asdict(tcs[name]), lr)] = \
+                        ("sweep", name, lr)
         sweep_losses: dict = {name: {} for name in truths}
         waiting = []
-        for job in pending:
+
+        def submit(job):
             name, method, seed = job
-            if method in LR_VARIANTS and truths.get(name) is None:
+            truth = truths.get(name)
+            return pool.submit(_search_job, probs[name], method, seed, tcs[name], budgets[name],
+                               truth["truth_lr"] if truth else None, opts)
+
+        for job in pending:
+            if job[1] in LR_VARIANTS and truths.get(job[0]) is None:
                 waiting.append(job)
                 continue
-            futures[_submit(pool, probs, job, tc, args.budget, truths, opts)] = ("search",) + job
+            futures[submit(job)] = ("search",) + job
         while futures:
             finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
             for future in finished:
@@ -195,22 +223,21 @@ def main(argv=None) -> int:
                     sweep_losses[name][lr] = future.result()
                     if len(sweep_losses[name]) == len(problems_mod.SWEEP_LRS):
                         losses = [sweep_losses[name][lr] for lr in problems_mod.SWEEP_LRS]
-                        truths[name] = problems_mod.save_truth(probs[name], tc_dict, losses)
+                        truths[name] = problems_mod.save_truth(probs[name], dataclasses.asdict(tcs[name]), losses)
                         print(f"  [{name}] truth lr = {truths[name]['truth_lr']:.3g} "
-                              f"(final eval loss {truths[name]['truth_loss']:.4f})", flush=True)
+                              f"(best eval loss {truths[name]['truth_loss']:.4f})", flush=True)
                         for job in [j for j in waiting if j[0] == name]:
                             waiting.remove(job)
-                            futures[_submit(pool, probs, job, tc, args.budget, truths, opts)] = ("search",) + job
+                            futures[submit(job)] = ("search",) + job
                     continue
                 records, summary = future.result()
                 _append(args.results, records)
                 run["searches"].append(summary)
                 run["truth"] = {n: {k: v for k, v in t.items() if k != "key"} for n, t in truths.items() if t}
                 run_file.write_text(json.dumps(run, indent=1))
-                best = min((r["final_eval_loss"] for r in records if r["final_eval_loss"] is not None),
-                           default=float("nan"))
-                print(f"[{time.time() - started:6.0f}s] {summary['problem']:16} {summary['method']:18} "
-                      f"seed {summary['seed']}: {summary['trials']:3} trials, {summary['steps']} steps, "
+                best = min((r["found"] for r in records if r["found"] is not None), default=float("nan"))
+                print(f"[{time.time() - started:6.0f}s] {summary['problem']:18} {summary['method']:18} "
+                      f"seed {summary['seed']}: {summary['trials']:3} trials, {summary['tokens']:,} tokens, "
                       f"best {best:.4f}, {summary['wall_s']:.0f} s", flush=True)
 
     run["machine"]["load_average_at_end"] = list(os.getloadavg())
@@ -227,14 +254,7 @@ def main(argv=None) -> int:
 
 def _comparable(config: dict) -> dict:
     """What must match for old and new searches to be compared (not the lists of what runs)."""
-    return {k: v for k, v in config.items() if k not in ("methods", "problems", "seeds")}
-
-
-def _submit(pool, probs, job, tc, budget, truths, opts):
-    name, method, seed = job
-    truth = truths.get(name)
-    return pool.submit(_search_job, probs[name], method, seed, tc, budget,
-                       truth["truth_lr"] if truth else None, opts)
+    return {k: v for k, v in config.items() if k not in ("methods", "problems", "seeds", "budget_tokens")}
 
 
 def _append(results: Path, records: list[dict]) -> None:
