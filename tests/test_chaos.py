@@ -32,20 +32,25 @@ def test_postgresql_restart_mid_study(tiny, tmp_path, private_postgres, route):
                                       "--connections", 4, "--storage", url, cwd=tmp_path)
         worker_url = f"grpc://127.0.0.1:{port}"
     worker = start_tunefleet("worker", "chaos", "--threads", 1, "--storage", worker_url, cwd=tmp_path)
-    deadline = time.time() + 120
-    while not any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
-        assert time.time() < deadline and worker.poll() is None, "no trial reached an evaluation"
-        time.sleep(0.2)
-    private_postgres.stop()
-    time.sleep(6)  # longer than the lease: the trial must be re-queued, not continued
-    private_postgres.start()
-    log = worker.communicate(timeout=240)[0]
+    try:
+        deadline = time.time() + 120
+        while not any(t.intermediate_values for t in study.get_trials(states=(TrialState.RUNNING,))):
+            assert time.time() < deadline and worker.poll() is None, "no trial reached an evaluation"
+            time.sleep(0.2)
+        private_postgres.stop()
+        time.sleep(6)  # longer than the lease: the trial must be re-queued, not continued
+        private_postgres.start()
+        log = worker.communicate(timeout=240)[0]
+    finally:  # nothing of the test outlives it, whatever failed
+        if worker.poll() is None:
+            worker.kill()
+        if coordinator is not None:
+            coordinator.terminate()
+            coordinator_log = coordinator.communicate(timeout=30)[0]
     assert worker.returncode == 0, log
     assert "storage unreachable" in log and "storage is back" in log, log
     assert "Traceback" not in log
     if coordinator is not None:
-        coordinator.terminate()
-        coordinator_log = coordinator.communicate(timeout=30)[0]
         assert coordinator.returncode == 0 and "Traceback" not in coordinator_log, coordinator_log
         assert "storage unreachable" in coordinator_log and "storage is back" in coordinator_log, coordinator_log
 

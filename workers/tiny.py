@@ -25,8 +25,9 @@ def stdlib_texts() -> tuple[list[str], list[dict]]:
         return _docstrings()
 
 
-def _docstrings() -> tuple[list[str], list[dict]]:
-    prose, pairs = [], []
+def stdlib_members():
+    """(module name, module, member name, member) of every public class and function that the
+    standard library's importable modules define themselves; the module itself with name None."""
     for name in sorted(sys.stdlib_module_names):
         if name.startswith("_") or name in _SKIP:
             continue
@@ -35,21 +36,25 @@ def _docstrings() -> tuple[list[str], list[dict]]:
         except Exception:  # platform-specific modules
             continue
         for obj_name, obj in sorted(vars(module).items()):
-            if obj_name.startswith("_") or getattr(obj, "__module__", None) != name:
+            if not obj_name.startswith("_") and getattr(obj, "__module__", None) == name:
+                yield name, module, obj_name, obj
+        yield name, module, None, module
+
+
+def _docstrings() -> tuple[list[str], list[dict]]:
+    prose, pairs = [], []
+    for name, _, obj_name, obj in stdlib_members():
+        doc = inspect.getdoc(obj)
+        if not doc:
+            continue
+        if obj_name is None or inspect.isclass(obj):
+            prose.append(doc)
+        elif inspect.isfunction(obj):
+            try:
+                signature = f"{name}.{obj_name}{_signature(obj)}"
+            except (TypeError, ValueError):
                 continue
-            doc = inspect.getdoc(obj)
-            if not doc:
-                continue
-            if inspect.isclass(obj):
-                prose.append(doc)
-            elif inspect.isfunction(obj):
-                try:
-                    signature = f"{name}.{obj_name}{_signature(obj)}"
-                except (TypeError, ValueError):
-                    continue
-                pairs.append({"prompt": f"{signature}\n", "completion": doc.split("\n\n")[0]})
-        if inspect.getdoc(module):
-            prose.append(inspect.getdoc(module))
+            pairs.append({"prompt": f"{signature}\n", "completion": doc.split("\n\n")[0]})
     return prose, pairs
 
 

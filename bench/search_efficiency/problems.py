@@ -208,12 +208,10 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 def stdlib_questions() -> list[dict]:
     """One chat per documented stdlib function, class and method: the user asks what it does,
     the assistant answers with the first paragraph of its docstring."""
-    import importlib
     import inspect
-    import sys
     import warnings
 
-    from workers.tiny import _SKIP
+    from workers.tiny import stdlib_members
 
     chats = []
 
@@ -225,22 +223,13 @@ def stdlib_questions() -> list[dict]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in sorted(sys.stdlib_module_names):
-            if name.startswith("_") or name in _SKIP:
-                continue
-            try:
-                module = importlib.import_module(name)
-            except Exception:  # platform-specific modules
-                continue
-            for obj_name, obj in sorted(vars(module).items()):
-                if obj_name.startswith("_") or getattr(obj, "__module__", None) != name:
-                    continue
-                if inspect.isfunction(obj) or inspect.isclass(obj):
-                    add(f"{name}.{obj_name}", obj)
-                if inspect.isclass(obj):
-                    for method_name, method in sorted(vars(obj).items()):
-                        if not method_name.startswith("_") and inspect.isfunction(method):
-                            add(f"{name}.{obj_name}.{method_name}", method)
+        for name, _, obj_name, obj in stdlib_members():
+            if obj_name is not None and (inspect.isfunction(obj) or inspect.isclass(obj)):
+                add(f"{name}.{obj_name}", obj)
+            if obj_name is not None and inspect.isclass(obj):
+                for method_name, method in sorted(vars(obj).items()):
+                    if not method_name.startswith("_") and inspect.isfunction(method):
+                        add(f"{name}.{obj_name}.{method_name}", method)
     return chats
 
 
