@@ -19,11 +19,15 @@ def configurations(trials, states=COUNTED) -> int:
     return len({t.user_attrs.get(attrs.LINEAGE, t.number) for t in trials if t.state in states})
 
 
+def room(spec, trials) -> int:
+    """Configurations that may still start: n_trials less those started or queued (a queued
+    trial is always within the budget: a seed, a retry, a continuation of a counted one)."""
+    return spec.n_trials - configurations(trials, COUNTED + (TrialState.WAITING,))
+
+
 def trials_spent(study: optuna.Study, spec, trials: list | None = None) -> bool:
-    """All n_trials configurations are taken: started, or queued (a queued trial is always within
-    the budget: a seed, a retry, a continuation of a configuration already counted)."""
-    trials = study.get_trials(deepcopy=False) if trials is None else trials
-    return configurations(trials, COUNTED + (TrialState.WAITING,)) >= spec.n_trials
+    """All n_trials configurations are taken."""
+    return room(spec, study.get_trials(deepcopy=False) if trials is None else trials) <= 0
 
 
 def compute(trials) -> dict:

@@ -25,9 +25,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
-from search import asha
-from search.budget import COUNTED, configurations
+from search import asha, attrs, budget
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
@@ -80,8 +78,8 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     how many it queued. Call under the claim lock."""
     now = time.time() if now is None else now
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    spent = configurations(trials, COUNTED + (TrialState.WAITING,)) >= spec.n_trials
-    promoted = asha.promotions(trials, spec, spent) if not study.user_attrs.get(attrs.STOP) else []
+    stopped = bool(study.user_attrs.get(attrs.STOP))
+    promoted = [] if stopped else asha.promotions(trials, spec, budget.room(spec, trials) <= 0)
     for paused in promoted:
         asha.promote(study, paused)
     if promoted:
@@ -89,9 +87,8 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     # Continuations (resumes, promotions) first: their configurations are counted already.
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     waiting = [t._trial_id for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
-    room = spec.n_trials - configurations(trials, COUNTED + (TrialState.WAITING,))
+    room = budget.room(spec, trials)
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
-    stopped = bool(study.user_attrs.get(attrs.STOP))
     demand = max(MIN_READY, 2 * started, queue.misses(study._study_id))
     wanted = 0 if stopped else min(room, demand - len(waiting))
     for _ in range(wanted):

@@ -63,6 +63,11 @@ def test_a_killed_workers_trial_is_finished_by_another_from_its_checkpoint(tiny,
 
     # The Trainer started at the checkpoint's step, not at 0...
     assert resumed.user_attrs[attrs.BATCH]["started_at_step"] == step
+    # ...and the resumed trial's cost is what it trained itself (the dead one's was recorded at its
+    # last evaluation): both trained at the same tokens per step, not the inherited steps again.
+    dead_rate = dead.user_attrs[attrs.COST]["tokens"] / max(dead.intermediate_values)
+    resumed_rate = resumed.user_attrs[attrs.COST]["tokens"] / (60 - step)
+    assert 0.75 < resumed_rate / dead_rate < 1.33, (dead.user_attrs[attrs.COST], resumed.user_attrs[attrs.COST])
     # ...and the curve is one unbroken run of 60 logged steps, none repeated.
     store = open_artifacts(storage, pg_url)
     files = {json.loads(v)["filename"]: json.loads(v)["artifact_id"]
@@ -70,6 +75,12 @@ def test_a_killed_workers_trial_is_finished_by_another_from_its_checkpoint(tiny,
     with store.open_reader(files[f"trial-{resumed.number}-curves.json"]) as f:
         series = json.load(f)["series"]
     assert [s for s, _ in series["train_loss"]] == list(range(1, 61))
-    # The checkpoint went with the finished trial.
-    with pytest.raises(ArtifactNotFound):
-        store.open_reader(resumed.system_attrs[attrs.CHECKPOINT]["artifact"])
+    # The finished trial keeps the checkpoint of its best evaluation (the one `best` reports),
+    # and no other.
+    best = resumed.system_attrs[attrs.BEST_CHECKPOINT]
+    assert best["value"] == resumed.value == min(resumed.intermediate_values.values())
+    store.open_reader(best["artifact"]).close()
+    latest = resumed.system_attrs[attrs.CHECKPOINT]["artifact"]
+    if latest != best["artifact"]:
+        with pytest.raises(ArtifactNotFound):
+            store.open_reader(latest)

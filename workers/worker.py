@@ -133,10 +133,9 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
             return Run(callback, trainer.state.log_history, micro, params["batch_size"] // micro, retries,
                        timing=timing, cost=cost.settle(trainer.state))
         except torch.OutOfMemoryError:
-            cost.settle(trainer.state)
+            so_far = cost.settle(trainer.state)  # what the attempt processed counts
             if micro == 1:
-                return Run(callback, trainer.state.log_history, 1, params["batch_size"], retries, True, timing,
-                           cost.settle(trainer.state))
+                return Run(callback, trainer.state.log_history, 1, params["batch_size"], retries, True, timing, so_far)
             micro, retries = smaller(micro, params["batch_size"]), retries + 1
             resume = _latest_checkpoint(output_dir) or resume
         finally:
@@ -174,7 +173,7 @@ def _retry_at_half_lr(study, trial, params: dict, spec) -> bool:
     lr = space_of(spec)["learning_rate"]
     if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
         return False
-    if budget.configurations(study.get_trials(deepcopy=False), budget.COUNTED + (TrialState.WAITING,)) >= spec.n_trials:
+    if budget.trials_spent(study, spec):
         return False
     study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
                         user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
