@@ -162,7 +162,11 @@ def main(argv=None) -> int:
         return 2
     if run is None:
         run = {"config": config, "machine": machine(), "truth": {}, "searches": [], "wall_s": 0.0}
-    run["config"] = {**config, "budget_tokens": run["config"].get("budget_tokens", {})}
+    # A run continued for some methods, problems or seeds reports on all it holds.
+    held = run["config"]
+    merged = {k: list(dict.fromkeys(held.get(k, []) + config[k])) for k in ("methods", "problems")}
+    run["config"] = {**config, **merged, "seeds": max(held.get("seeds", 0), config["seeds"]),
+                     "budget_tokens": held.get("budget_tokens", {})}
     args.results.mkdir(parents=True, exist_ok=True)
 
     print(f"building problems under {problems_mod.CACHE} (once)...", flush=True)
@@ -174,7 +178,7 @@ def main(argv=None) -> int:
         budgets[p.name] = round(args.budget * full_trial_tokens(p, tcs[p.name]))
         print(f"  {p.name}: {p.method}, {p.n_examples} examples, {p.n_params:,} parameters; "
               f"{tcs[p.name].epochs:g} epochs per full trial; budget {budgets[p.name]:,} tokens", flush=True)
-    run["config"]["budget_tokens"] = budgets
+    run["config"]["budget_tokens"] = {**run["config"]["budget_tokens"], **budgets}
 
     done = _done_searches(args.results)
     need_truth = any(m in LR_VARIANTS for m in args.methods)
