@@ -144,9 +144,15 @@ def build_assets(root: str | Path, pretrain_steps: int = 300, hidden: int = 64, 
     tokenizer = train_tokenizer(prose + [p["prompt"] + p["completion"] for p in pairs], vocab_size)
     model = build_model(tokenizer, hidden, layers)
     pretrain(model, tokenizer, prose, pretrain_steps)
+    return save_assets(model, tokenizer, pairs, model_dir, dataset, stamp, wanted)
+
+
+def save_assets(model, tokenizer, records: list[dict], model_dir: Path, dataset: Path, stamp: Path,
+                recipe: dict) -> tuple[Path, Path]:
+    """Writes model, tokenizer and the shuffled records, then the recipe stamp that marks them built."""
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    random.Random(0).shuffle(pairs)
-    dataset.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    stamp.write_text(json.dumps(wanted))
+    random.Random(0).shuffle(records)
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in records))
+    stamp.write_text(json.dumps(recipe))
     return model_dir, dataset

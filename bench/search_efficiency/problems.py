@@ -141,7 +141,7 @@ def _build_moduledocs(root: Path, pretrain_steps: int = 300, hidden: int = 96, l
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging
 
-    from workers.tiny import pretrain, stdlib_texts, train_tokenizer
+    from workers.tiny import pretrain, save_assets, stdlib_texts, train_tokenizer
 
     logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
@@ -155,13 +155,7 @@ def _build_moduledocs(root: Path, pretrain_steps: int = 300, hidden: int = 96, l
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = GPT2LMHeadModel(config)
     pretrain(model, tokenizer, pretrain_texts, pretrain_steps)
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    pieces = chunk(held)
-    random.Random(0).shuffle(pieces)
-    dataset.write_text("".join(json.dumps({"text": p}) + "\n" for p in pieces))
-    stamp.write_text(json.dumps(wanted))
-    return model_dir, dataset
+    return save_assets(model, tokenizer, [{"text": p} for p in chunk(held)], model_dir, dataset, stamp, wanted)
 
 
 # ---- the "truth": a learning-rate sweep ---------------------------------------------------
@@ -245,7 +239,7 @@ def _build_chat(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers:
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.utils import logging
 
-    from workers.tiny import pretrain, stdlib_texts, train_tokenizer
+    from workers.tiny import pretrain, save_assets, stdlib_texts, train_tokenizer
 
     logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
@@ -261,9 +255,4 @@ def _build_chat(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers:
                          pad_token_id=tokenizer.pad_token_id)
     model = Qwen2ForCausalLM(config)
     pretrain(model, tokenizer, prose, pretrain_steps)  # prose only: the chat format is what fine-tuning teaches
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    random.Random(0).shuffle(chats)
-    dataset.write_text("".join(json.dumps(c) + "\n" for c in chats))
-    stamp.write_text(json.dumps(wanted))
-    return model_dir, dataset
+    return save_assets(model, tokenizer, chats, model_dir, dataset, stamp, wanted)
