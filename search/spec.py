@@ -110,6 +110,9 @@ class StudySpec:
     """asha: a third (1/eta) of the trials reaching a rung go on to the next."""
     min_fraction: float = 1 / 9
     """asha: the lowest rung, as a fraction of a trial's run; rungs at min_fraction x eta^k."""
+    brackets: int = 0
+    """asha: Hyperband brackets, bracket b judging its configurations from rung b on (0: one
+    per rung, the last running its configurations in full; 1: plain asha)."""
     max_tokens: int = 0
     """Stop starting trials once all trials together trained on this many tokens (0: no limit)."""
     keep_best: int | None = None
@@ -151,6 +154,7 @@ class StudySpec:
         _require(self.evals_per_trial >= 1, "evals_per_trial must be at least 1")
         _require(self.eta >= 2, "eta must be at least 2")
         _require(0 < self.min_fraction <= 1, "min_fraction must lie in (0, 1]")
+        _require(self.brackets >= 0, "brackets must not be negative")
         _require(self.max_tokens >= 0, "max_tokens must not be negative")
         if self.keep_best is None:
             self.keep_best = 1 if self.method == "full" else 3

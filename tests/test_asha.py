@@ -29,7 +29,8 @@ def _spec(tiny, **options):
 def test_promotions_continue_from_the_checkpoint_on_another_worker(tiny, tmp_path):
     url = f"journal:{tmp_path / 'j.log'}"
     storage = open_storage(url)
-    create(storage, "asha", _spec(tiny, n_trials=5, eta=2, min_fraction=0.25))  # rungs at steps 3, 6, 12
+    create(storage, "asha", _spec(tiny, n_trials=5, eta=2, min_fraction=0.25,  # rungs at steps 3, 6, 12
+                                  brackets=1))
     study, spec = load(storage, "asha", seed=1)
     store = open_artifacts(storage, url)
     workers, worker_of = [Resident(spec), Resident(spec)], {}
@@ -79,3 +80,32 @@ def test_promotions_continue_from_the_checkpoint_on_another_worker(tiny, tmp_pat
                 should_stop=lambda: False)
     assert run.cost["tokens"] == tokens > 0
     assert math.isclose(run.callback.eval_losses[12], done.intermediate_values[12], rel_tol=1e-4)
+
+
+def _frozen(number, values, lineage=None, state=TrialState.RUNNING):
+    t = optuna.trial.create_trial(state=state, value=None if state != TrialState.COMPLETE else 1.0,
+                                  params={}, distributions={}, intermediate_values=values,
+                                  user_attrs={} if lineage is None else {attrs.LINEAGE: lineage})
+    t.number = number
+    return t
+
+
+def test_brackets_deal_configurations_in_hyperbands_proportions_and_judge_them_apart(tiny):
+    spec = _spec(tiny, n_trials=40)  # 12 steps, rungs 1/9, 1/3, 1 -> three brackets
+    cycle = asha.bracket_cycle(spec)
+    assert [cycle.count(b) for b in (0, 1, 2)] == [9, 5, 3]  # Hyperband's n_s for eta 3, s_max 2
+    assert cycle[:3] == [2, 1, 0], "the first configuration (the starting config) runs in full"
+    assert asha.bracket_cycle(_spec(tiny, brackets=1)) == [0, 0, 0]
+
+    low, mid, end = asha.progress.rung_keys(spec)
+    # Configurations 0..5 dealt to brackets 2, 1, 0, 0, 1, 0; trial 6 continues configuration 3.
+    trials = [_frozen(n, {low: 5.0 - n}) for n in range(6)] + [_frozen(6, {low: 2.0}, lineage=3)]
+    of = asha.brackets(trials, spec)
+    assert of == {0: 2, 1: 1, 2: 0, 3: 0, 4: 1, 5: 0}
+    assert not asha.judged(spec, 2, low) and not asha.judged(spec, 2, mid) and not asha.judged(spec, 0, end)
+    assert not asha.judged(spec, 1, low) and asha.judged(spec, 1, mid) and asha.judged(spec, 0, low)
+    # Bracket 0 holds configurations 2, 3, 5: configuration 5 (loss 0) is its best third, whatever
+    # the better losses of other brackets.
+    assert asha.peers(trials, spec, 5) == {2, 3, 5}
+    values = asha.standing(trials, spec, 5, low, 0.0)
+    assert asha.in_top(values, 5, spec.eta) and not asha.in_top(values, 2, spec.eta)

@@ -103,7 +103,8 @@ def test_five_sigkills_in_one_study_lose_nothing(tiny, tmp_path, pg_url):
     assert states.count(TrialState.FAIL) == 5 and TrialState.RUNNING not in states and TrialState.WAITING not in states
     store = open_artifacts(storage, pg_url)
     for t in finished:  # a detector may end one early: then its run stops at its verdict's step
-        end = t.user_attrs[attrs.PRUNE]["step"] if t.state == TrialState.PRUNED else 60
+        ended = t.user_attrs.get(attrs.PRUNE) or t.user_attrs.get(attrs.EARLY_STOP)
+        end = ended["step"] if ended else 60
         assert sorted(t.intermediate_values) == list(range(10, end + 1, 10)), "no intermediate value lost"
         files = {json.loads(v)["filename"]: json.loads(v)["artifact_id"]
                  for k, v in t.system_attrs.items() if k.startswith("artifacts:")}

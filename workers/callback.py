@@ -114,14 +114,15 @@ class PruningCallback(TrainerCallback):
         """The pruner's verdict with the numbers it judged."""
         study, key = self.trial.study, self.key(step)
         if self.spec.pruner == "asha":
-            from search.asha import lineage, rung_values
+            from search.asha import brackets, lineage, standing
 
-            values = rung_values(study.get_trials(deepcopy=False), key)
-            values[lineage(self.trial)] = self.eval_losses[step]
+            trials, config = study.get_trials(deepcopy=False), lineage(self.trial)
+            values = standing(trials, self.spec, config, key, self.eval_losses[step])
             ranked = sorted(values.values())
             return Verdict(PAUSE, step, {
-                "rule": f"not among the best 1/{self.spec.eta} of the configurations at this rung: paused, "
-                        "checkpoint kept, promoted if it gets there",
+                "rule": f"not among the best 1/{self.spec.eta} of its bracket's configurations at this rung: "
+                        "paused, checkpoint kept, promoted if it gets there",
+                "bracket": brackets(trials, self.spec)[config],
                 "rung": key, "loss": self.eval_losses[step], "rank": ranked.index(self.eval_losses[step]) + 1,
                 "reached": len(values), "promoted": len(values) // self.spec.eta})
         others = [t.intermediate_values[key] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -48,7 +48,7 @@ class Problem:
 PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
 # Passes over the training split in a trial that runs in full: about 700 examples each, so that
 # a search of the full preset fits the 2-core machine's time (the chat data has 2.9k examples).
-EPOCHS = {"docstrings-lora": 1.0, "moduledocs-full": 1.0, "stdlib-chat-qlora": 0.2}
+EPOCHS = {"docstrings-lora": 1.0, "moduledocs-full": 1.0, "stdlib-chat-qlora": 0.15}
 
 
 def build(name: str, cache: Path = CACHE) -> Problem:

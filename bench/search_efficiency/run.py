@@ -1,7 +1,7 @@
 """Run the search-efficiency benchmark: every (problem, method, seed) search, N at a time.
 
     python -m bench.search_efficiency.run --preset smoke          # 2 seeds, 2 full trials of tokens: minutes
-    python -m bench.search_efficiency.run --preset full --report  # 5 seeds, 8 full trials of tokens, then the report
+    python -m bench.search_efficiency.run --preset full --report  # 5 seeds, 5 full trials of tokens, then the report
 
 Results go to bench/search_efficiency/results/<preset>/: one JSONL per
 (problem, method) with one line per trial, and run.json (configuration,
@@ -32,9 +32,9 @@ RESULTS = HERE / "results"
 PRESETS = {
     # Proves the harness end to end in minutes; its numbers mean little.
     "smoke": {"seeds": 1, "budget": 1.5, "epochs_scale": 0.25, "methods": "tunefleet,tpe-median,hf-optuna,neps-priorband"},
-    # The benchmark: each search may train as many tokens as 6 full trials of the problem
-    # (3 problems x 8 methods x 5 seeds, 2 searches at a time on 2 cores).
-    "full": {"seeds": 5, "budget": 6.0, "epochs_scale": 1.0, "methods": ",".join(DEFAULT_METHODS)},
+    # The benchmark: each search may train as many tokens as 5 full trials of the problem
+    # (3 problems x 8 methods x 5 seeds, 2 searches at a time on 2 cores: about 85 minutes).
+    "full": {"seeds": 5, "budget": 5.0, "epochs_scale": 1.0, "methods": ",".join(DEFAULT_METHODS)},
 }
 
 
