@@ -3,6 +3,7 @@ inside the commands that train, so --help, status and friends stay fast."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,46 @@ storage_option = click.option(
          "Default: $TUNEFLEET_STORAGE, else the embedded journal file .tunefleet/journal.log.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _read_template(_ctx, _param, path):
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"chat template {path}: {e.strerror}") from None
+
+
+def dataset_options(command=None, *, training=True):
+    """What to read from the dataset and (training) how its chat examples carry loss and where
+    the eval examples come from (spaces/dataset.py); the --*-field options reach the command as
+    one `columns` mapping."""
+    if command is None:
+        return functools.partial(dataset_options, training=training)
+    fields = ("text", "prompt", "completion", "messages")
+
+    @functools.wraps(command)
+    def with_columns(*args, **kwargs):
+        columns = {f: kwargs.pop(f"{f}_field") for f in fields if kwargs.get(f"{f}_field")}
+        for f in fields:
+            kwargs.pop(f"{f}_field", None)
+        return command(*args, columns=columns, **kwargs)
+
+    options = [click.option("--dataset-split", help="Split to train on (default: train, or the only one)."),
+               *[click.option(f"--{f}-field", metavar="COLUMN", help=f"The dataset's column holding '{f}'.")
+                 for f in fields]]
+    options += [] if not training else [
+        click.option("--eval-dataset", help="Eval examples instead of a held-out share: a split of the "
+                                            "dataset, or a file, directory or cached hub id."),
+        click.option("--train-on", type=click.Choice(["assistant", "all"]), default="assistant", show_default=True,
+                     help="Chat data: the loss on the assistant turns, or on every token."),
+        click.option("--chat-template", type=click.Path(dir_okay=False), callback=_read_template,
+                     help="A Jinja chat template file, for tokenizers that have none."),
+    ]
+    for option in reversed(options):
+        with_columns = option(with_columns)
+    return with_columns
 
 
 def _open(url):
@@ -51,8 +92,12 @@ def study():
 
 @study.command("create")
 @click.argument("name")
-@click.option("--model", required=True, type=click.Path(), help="Model directory saved with save_pretrained.")
-@click.option("--dataset", required=True, type=click.Path(), help="JSONL: text, prompt+completion, or messages.")
+@click.option("--model", required=True, help="Model directory saved with save_pretrained, or a hub id "
+                                             "(org/name) in the local Hugging Face cache.")
+@click.option("--revision", help="With a hub id: branch, tag or commit of the cached snapshot (default main).")
+@click.option("--dataset", required=True, help="Examples with text, prompt+completion or messages: JSONL, JSON, CSV, "
+                                               "Parquet, a save_to_disk directory, or a cached hub dataset id.")
+@dataset_options
 @click.option("--method", required=True, help="full, lora, qlora or prefix.")
 @click.option("--n-trials", default=20, show_default=True, help="Configurations tried, over all workers.")
 @click.option("--epochs", default=0.0, help="Passes over the data per trial, fractions allowed (default: the "
@@ -81,7 +126,7 @@ def study():
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
-def study_create(name, model, dataset, method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
+def study_create(name, model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
                  max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
                  max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, resume, storage_url,
@@ -90,8 +135,9 @@ def study_create(name, model, dataset, method, n_trials, epochs, max_steps, eval
     from search.study import create, spec_from_inputs
     from spaces.overrides import read_space_file
 
-    spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method,
-                            n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
+    spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, revision=revision,
+                            dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
+                            train_on=train_on, chat_template=chat_template, n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
                             max_tokens=max_tokens, seq_len=seq_len,
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
@@ -166,10 +212,24 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
                  threads=connections + 4))
 
 
+def _model_name(model: str) -> str:
+    """A local directory as an absolute path; a hub id as the user spelled it (spaces/hub.py)."""
+    from spaces.hub import is_local
+
+    return str(Path(model).absolute()) if is_local(model) else model
+
+
+def _local_or_id(source: str) -> str:
+    """A file or directory as an absolute path (workers may start elsewhere); a hub id as spelled."""
+    return str(Path(source).absolute()) if Path(source).exists() else source
+
+
 @cli.command()
-@click.option("--model", required=True, type=click.Path(), help="Model directory (config and weights' headers are read).")
+@click.option("--model", required=True, help="Model directory or cached hub id (config and weights' headers are read).")
+@click.option("--revision", help="With a hub id: branch, tag or commit of the cached snapshot (default main).")
 @click.option("--method", required=True, help="full, lora, qlora or prefix.")
-@click.option("--dataset", required=True, type=click.Path(), help="JSONL dataset (its examples are counted).")
+@click.option("--dataset", required=True, help="Dataset file, directory or cached hub id (its examples are counted).")
+@dataset_options(training=False)
 @click.option("--gpu-memory", required=True, type=float, help="Memory of one GPU, in GB.")
 @click.option("--seq-len", default=2048, show_default=True, help="Tokens per example.")
 @click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
@@ -177,12 +237,13 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
               help="Effective batch to recommend for (default: the batch prior's centre for the dataset size).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True,
               help="json/yaml: ready TrainingArguments, peft and quantization configs.")
-def suggest(model, method, dataset, gpu_memory, seq_len, model_params, batch_size, fmt):
+def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory, seq_len, model_params, batch_size, fmt):
     """Recommend one configuration from the priors, with its peak-memory estimate.
 
     Exits 1 when the method does not fit the GPU (and says what does)."""
     from search.suggest_view import render
     from spaces.dataset import read_dataset
+    from spaces.hub import resolve
     from spaces.model import dimensions, parameter_count, read_model_config
     from spaces.priors import METHODS
     from spaces.recommend import recommend
@@ -191,19 +252,22 @@ def suggest(model, method, dataset, gpu_memory, seq_len, model_params, batch_siz
         raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     if gpu_memory <= 0 or seq_len < 8:
         raise InputError("--gpu-memory must be positive and --seq-len at least 8")
-    dims = dimensions(read_model_config(model))
-    n_params, n_embedding = parameter_count(model)
+    path = resolve(model, revision)
+    dims = dimensions(read_model_config(path))
+    n_params, n_embedding = parameter_count(path)
     if model_params:
         n_embedding, n_params = round(n_embedding * model_params / n_params), int(model_params)
-    _, records = read_dataset(dataset)
+    _, records = read_dataset(dataset, dataset_split, columns)
     result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len, batch_size)
     click.echo(render(result, fmt))
     sys.exit(0 if result["memory"]["fits"] else 1)
 
 
 @cli.command("lr-find")
-@click.option("--model", required=True, type=click.Path(), help="Model directory saved with save_pretrained.")
-@click.option("--dataset", required=True, type=click.Path(), help="JSONL dataset.")
+@click.option("--model", required=True, help="Model directory saved with save_pretrained, or a cached hub id.")
+@click.option("--revision", help="With a hub id: branch, tag or commit of the cached snapshot (default main).")
+@click.option("--dataset", required=True, help="Dataset file, directory or cached hub id.")
+@dataset_options
 @click.option("--method", required=True, help="full, lora, qlora or prefix.")
 @click.option("--steps", default=100, show_default=True, help="Optimizer steps of the test.")
 @click.option("--min-lr", default=1e-7, show_default=True)
@@ -211,7 +275,7 @@ def suggest(model, method, dataset, gpu_memory, seq_len, model_params, batch_siz
 @click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
 @click.option("--out", default="lr_find.png", show_default=True, type=click.Path(), help="Where the plot goes.")
 @json_option
-def lr_find(model, dataset, method, steps, min_lr, max_lr, seq_len, out, as_json):
+def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, method, steps, min_lr, max_lr, seq_len, out, as_json):
     """Learning-rate range test: step the optimizer at exponentially rising rates, smooth the loss
     on a log axis, stop on divergence, restore the model; plot it and suggest a rate."""
     if steps < 3 or not 0 < min_lr < max_lr:
@@ -219,7 +283,9 @@ def lr_find(model, dataset, method, steps, min_lr, max_lr, seq_len, out, as_json
     from search.study import spec_from_inputs
     from workers.lr_finder import plot, run_for_spec
 
-    spec = spec_from_inputs(str(Path(model).absolute()), str(Path(dataset).absolute()), method, seq_len=seq_len)
+    spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, seq_len=seq_len, revision=revision,
+                            dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
+                            train_on=train_on, chat_template=chat_template)
     found = run_for_spec(spec, steps, min_lr, max_lr)
     plot(found, Path(out))
     if as_json:

@@ -17,6 +17,8 @@ import math
 
 def n_train(spec) -> int:
     """Training examples after the held-out split (as workers.data splits them)."""
+    if spec.eval_dataset:
+        return spec.n_examples
     n_eval = max(1, min(spec.max_eval_examples, round(spec.n_examples * spec.eval_fraction)))
     return max(1, spec.n_examples - n_eval)
 

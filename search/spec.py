@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from spaces.errors import InputError
-from spaces import priors
+from spaces import hub, priors
+from spaces.dataset import FIELDS
 from spaces.priors import METHODS
 from spaces.space import build_space
 
 SAMPLERS = ("prior", "tpe", "random", "gp")
 PRUNERS = ("asha", "median", "hyperband", "none")
+TRAIN_ON = ("assistant", "all")
 
 
 @dataclass
@@ -62,9 +65,12 @@ class StudySpec:
     """What to tune and how; validated on entry."""
 
     model: str
-    """Directory of a model saved with save_pretrained (config, tokenizer, weights)."""
+    """A model directory saved with save_pretrained (config, tokenizer, weights), or a hub id
+    (`org/name`) in the local Hugging Face cache, kept as the user named it."""
     dataset: str
-    """JSONL file: `text`, `prompt`+`completion`, or chat `messages` per line."""
+    """Examples with `text`, `prompt`+`completion` or chat `messages`: a JSONL, JSON, CSV or
+    Parquet file, a `save_to_disk` directory, or a hub dataset id in the local cache
+    (spaces/dataset.py)."""
     method: str
     """One of full, lora, qlora, prefix."""
     n_examples: int
@@ -73,6 +79,19 @@ class StudySpec:
     """Parameters of the model (sets the learning-rate class); counted from the weights unless overridden."""
     hidden_size: int = 0
     """Width of the model (from its config; 0 if unknown): narrow models take higher learning rates."""
+    dataset_split: str | None = None
+    """The dataset's split to train on (default: train, or its only split)."""
+    eval_dataset: str | None = None
+    """Where the eval examples come from (with eval_split), instead of a held-out share."""
+    eval_split: str | None = None
+    """The eval dataset's split (default: as dataset_split's default)."""
+    columns: dict = field(default_factory=dict)
+    """The dataset's own column for a field: {"text" | "prompt" | "completion" | "messages": column}."""
+    train_on: str = "assistant"
+    """Chat data: assistant (the loss on the assistant turns only, each with its end-of-turn
+    marker) or all (every token of the rendered conversation)."""
+    chat_template: str | None = None
+    """A Jinja chat template to render `messages` with, for tokenizers that have none."""
     space_overrides: dict = field(default_factory=dict)
     """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
     queue_starting_configs: bool = True
@@ -131,6 +150,8 @@ class StudySpec:
     """Times one trial may be resumed after lost leases before it stays failed."""
     seed: int = 0
     trust_remote_code: bool = False
+    revision: str | None = None
+    """With a hub id: the branch, tag or commit of the cached snapshot (default main)."""
     detectors: Detectors = field(default_factory=Detectors)
 
     def __post_init__(self):
@@ -167,8 +188,15 @@ class StudySpec:
         _require(self.max_resumes >= 0, "max_resumes must not be negative")
         _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
         _require(isinstance(self.space_overrides, dict), "space overrides must be a mapping")
+        _require(self.train_on in TRAIN_ON, f"train_on must be one of {', '.join(TRAIN_ON)}")
+        _require(isinstance(self.columns, dict) and set(self.columns) <= set(FIELDS),
+                 f"columns map only the fields {', '.join(FIELDS)}")
         build_space(self.method, self.n_params, self.n_examples, self.space_overrides,
                     self.hidden_size)  # raises on a bad override
+
+    def model_dir(self) -> Path:
+        """Where the model's files are on this machine (spaces/hub.py)."""
+        return hub.resolve(self.model, self.revision)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

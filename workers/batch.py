@@ -20,8 +20,9 @@ def first_micro_batch(spec: StudySpec, params: dict, free_bytes: float | None) -
         return micro
     from spaces.model import dimensions, parameter_count, read_model_config
 
-    dims = dimensions(read_model_config(spec.model))
-    n_params, n_embedding = parameter_count(spec.model)
+    path = spec.model_dir()
+    dims = dimensions(read_model_config(path))
+    n_params, n_embedding = parameter_count(path)
     extra = {k: params[k] for k in ("lora_r", "num_virtual_tokens") if k in params}
     while micro > 1 and memory.total(memory.estimate(spec.method, dims, spec.n_params or n_params, n_embedding,
                                                      micro, spec.seq_len, checkpointing=False,

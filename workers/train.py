@@ -22,7 +22,8 @@ class TrialData:
     """Tokenizer and tokenized split, built once per worker and shared by its trials."""
 
     def __init__(self, spec: StudySpec):
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=spec.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir(), trust_remote_code=spec.trust_remote_code)
+        self.tokenizer.chat_template = spec.chat_template or self.tokenizer.chat_template
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.train, self.eval = train_eval_split(spec, self.tokenizer)
@@ -39,7 +40,7 @@ def load_base(spec: StudySpec):
         dtype = getattr(torch, quantization.pop("bnb_4bit_compute_dtype"))
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization, bnb_4bit_compute_dtype=dtype)
         kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(spec.model, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_dir(), **kwargs)
     if quantization:
         _keep_4bit_weights_differentiable(model)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
