@@ -81,6 +81,7 @@ def _print_json(data) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tunefleet", prog_name="tunefleet")
 def cli():
     """tunefleet: hyperparameter search for LLM fine-tuning (full, LoRA, QLoRA, prefix tuning)."""
 
@@ -180,6 +181,20 @@ def study_stop(name, storage_url):
     stop(study, "stopped by request")
     running = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
     click.echo(f"study '{name}' stopped: {running} running trial(s) finish, no new trial starts")
+
+
+@study.command("delete")
+@click.argument("name")
+@click.option("--artifacts", type=click.Path(file_okay=False), help="Artifact directory (default: beside the storage).")
+@storage_option
+def study_delete(name, artifacts, storage_url):
+    """Delete study NAME, its trials and their checkpoints, until it is gone."""
+    from search.study import delete
+    from storage import open_artifacts
+
+    storage = _open(storage_url)
+    removed = delete(storage, open_artifacts(storage, storage_url, artifacts), name)
+    click.echo(f"study '{name}' deleted, with {removed} artifact(s)")
 
 
 @cli.command()
@@ -426,6 +441,34 @@ def best(name, storage_url, as_json):
     from search.report import best as build
 
     _print_json(build(*_load(storage_url, name)))
+
+
+@cli.command()
+@click.argument("name")
+@storage_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (params and cost as columns).")
+def trials(name, storage_url, as_json, as_csv):
+    """One row per trial: number, state, value, params, cost and why it ended."""
+    from search.report import trials as build
+
+    rows = build(*_load(storage_url, name))
+    if as_json:
+        return _print_json(rows)
+    if as_csv:
+        import csv
+
+        flat = [{k: v for k, v in r.items() if k not in ("params", "cost")}
+                | {f"params_{k}": v for k, v in r["params"].items()}
+                | {"tokens": r["cost"].get("tokens"), "seconds": r["cost"].get("seconds")} for r in rows]
+        columns = list(dict.fromkeys(k for r in flat for k in r))
+        writer = csv.DictWriter(sys.stdout, columns)
+        writer.writeheader()
+        return writer.writerows(flat)
+    for r in rows:
+        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        tokens = f"{r['cost']['tokens']:,}" if r["cost"].get("tokens") is not None else "-"
+        click.echo(f"{r['number']:>4} {r['state']:<8} {value:>8} {tokens:>12} tokens  {r['ended']}")
 
 
 @cli.command()

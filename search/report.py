@@ -78,6 +78,30 @@ def best(study: optuna.Study, spec: StudySpec) -> dict:
     }
 
 
+def ended(trial) -> str:
+    """Why a trial ended (or that it has not), in one line."""
+    a = trial.user_attrs
+    if trial.state == TrialState.RUNNING:
+        return "running"
+    if trial.state == TrialState.WAITING:
+        return "queued: " + a.get(attrs.SOURCE, "")
+    if attrs.PAUSED in a:
+        return f"paused at the rung at step {a[attrs.PAUSED]['step']}"
+    if trial.state == TrialState.PRUNED:
+        return "pruned " + describe_prune(a.get(attrs.PRUNE, {}))
+    if trial.state == TrialState.FAIL:
+        return "failed: " + str(a.get(attrs.ERROR, "unknown error"))
+    if attrs.EARLY_STOP in a:
+        return "stopped early " + describe_prune(a[attrs.EARLY_STOP])
+    return "ran in full"
+
+
+def trials(study: optuna.Study, spec: StudySpec) -> list[dict]:
+    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "cost": t.user_attrs.get(attrs.COST, {}), "configuration": asha.lineage(t), "ended": ended(t)}
+            for t in study.get_trials(deepcopy=False)]
+
+
 def studies(storage) -> list[dict]:
     rows = []
     for s in storage.get_all_studies():

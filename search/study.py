@@ -127,3 +127,36 @@ def load(storage, name: str, seed: int | None = None) -> tuple[optuna.Study, Stu
     study = optuna.load_study(study_name=name, storage=storage,
                               sampler=build_sampler(spec, seed), pruner=build_pruner(spec))
     return study, spec
+
+
+def delete(storage, artifact_store, name: str, attempts: int = 20) -> int:
+    """Deletes the study and its trials' artifacts (checkpoints, curves); returns how many
+    artifacts went. The study is stopped first so that no worker starts a trial in it, and
+    deleted again until it is gone: a worker writing to it meanwhile can leave it standing."""
+    from optuna.artifacts import get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from search.budget import stop
+
+    study, _ = load(storage, name)
+    stop(study, "being deleted")
+    artifacts = set()
+    for t in study.get_trials(deepcopy=False):
+        artifacts |= {p["artifact"] for p in (t.system_attrs.get(attrs.CHECKPOINT),
+                                              t.system_attrs.get(attrs.BEST_CHECKPOINT)) if p}
+        artifacts |= {m.artifact_id for m in get_all_artifact_meta(t, storage=storage)}
+    for artifact in artifacts:
+        try:
+            artifact_store.remove(artifact)
+        except ArtifactNotFound:
+            pass
+    for attempt in range(attempts):
+        if name not in optuna.get_all_study_names(storage):
+            return len(artifacts)
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:  # gone in the meantime
+            pass
+        except Exception:  # a worker's write raced the delete: try again
+            time.sleep(0.2 * (attempt + 1))
+    raise InputError(f"study '{name}' could not be deleted: workers keep writing to it (stop them first)")

@@ -81,6 +81,31 @@ def _check_study(url, tiny, cwd):
     text = tunefleet("status", "e2e", *(["--storage", url] if url else []), cwd=cwd)
     assert f"compute: {doc['compute']['tokens']:,} training tokens" in text.stdout
 
+    listed = json.loads(tunefleet("trials", "e2e", "--json", "--storage", url, cwd=cwd).stdout)
+    assert [r["number"] for r in listed] == [t.number for t in trials]
+    for row, t in zip(listed, trials):
+        assert (row["state"], row["value"], row["params"]) == (t.state.name, t.value, t.params)
+        assert row["cost"]["tokens"] == t.user_attrs[attrs.COST]["tokens"]
+        assert row["ended"].startswith("paused at the rung" if attrs.PAUSED in t.user_attrs else
+                                       "pruned by" if t.state.name == "PRUNED" else ("stopped early", "ran in full"))
+    table = tunefleet("trials", "e2e", "--csv", "--storage", url, cwd=cwd).stdout.splitlines()
+    assert len(table) == len(trials) + 1 and "params_learning_rate" in table[0] and "tokens" in table[0]
+
+    kept = [t for t in trials if t.system_attrs.get(attrs.BEST_CHECKPOINT)]
+    assert kept, "the best trial keeps its checkpoint"
+    gone = tunefleet("study", "delete", "e2e", "--storage", url, cwd=cwd)
+    assert gone.returncode == 0 and "study 'e2e' deleted" in gone.stdout, gone.stderr
+    assert "e2e" not in optuna.get_all_study_names(open_storage(url))
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from storage import open_artifacts
+
+    with pytest.raises(ArtifactNotFound):
+        open_artifacts(open_storage(url), url).open_reader(kept[0].system_attrs[attrs.BEST_CHECKPOINT]["artifact"])
+    again = tunefleet("study", "delete", "e2e", "--storage", url, cwd=cwd)
+    assert again.returncode != 0 and "no study named 'e2e'" in again.stderr
+    assert tunefleet("--version").stdout.startswith("tunefleet, version ")
+
 
 def test_study_on_postgresql(tiny, pg_url, tmp_path):
     _run_study(tiny, ["--storage", pg_url], tmp_path)
