@@ -124,13 +124,15 @@ def study():
 @click.option("--lease-seconds", default=120.0, show_default=True,
               help="A trial whose worker stops renewing its lease this long is resumed elsewhere.")
 @click.option("--max-resumes", default=3, show_default=True, help="Times one trial may be resumed after lost leases.")
+@click.option("--keep-best", type=click.IntRange(min=0),
+              help="The best K complete trials keep their best checkpoint, to export (default: 3 adapters, 1 full).")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
 def study_create(name, model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
                  max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
-                 max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, resume, storage_url,
+                 max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, keep_best, resume, storage_url,
                  as_json):
     """Validate the inputs, store the study spec and queue the seeds' starting configs."""
     from search.study import create, spec_from_inputs
@@ -144,7 +146,7 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
                             n_examples=dataset_size, space_overrides=read_space_file(space_file),
                             lease_seconds=lease_seconds, max_resumes=max_resumes, max_gpu_hours=max_gpu_hours,
-                            max_wall_hours=max_wall_hours, target_value=target_value)
+                            max_wall_hours=max_wall_hours, target_value=target_value, keep_best=keep_best)
     if lr_from_finder:
         import dataclasses
 
@@ -469,6 +471,29 @@ def trials(name, storage_url, as_json, as_csv):
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
         tokens = f"{r['cost']['tokens']:,}" if r["cost"].get("tokens") is not None else "-"
         click.echo(f"{r['number']:>4} {r['state']:<8} {value:>8} {tokens:>12} tokens  {r['ended']}")
+
+
+@cli.command("export")
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write (new or empty).")
+@click.option("--trial", "number", type=int, help="Trial number (default: the best complete trial).")
+@click.option("--merge", is_flag=True, help="LoRA/QLoRA: also write the adapter merged into the base (DIR/merged).")
+@click.option("--artifacts", type=click.Path(file_okay=False), help="Artifact directory (default: beside the storage).")
+@storage_option
+@json_option
+def export_cmd(name, out, number, merge, artifacts, storage_url, as_json):
+    """Write a trial's kept weights as a finished model: adapter (or model), its training
+    arguments and peft config, a `trl sft` config and a README."""
+    from storage import open_artifacts
+    from workers.export_trial import export_trial
+
+    storage = _open(storage_url)
+    study, spec = _load(storage_url, name)
+    record = export_trial(study, spec, open_artifacts(storage, storage_url, artifacts), Path(out), number, merge)
+    if as_json:
+        return _print_json(record)
+    click.echo(f"trial {record['trial']} (eval loss {record['value']:.4f} at step {record['step']}) exported to "
+               f"{record['out']}" + (" with the merged model" if merge else ""))
 
 
 @cli.command()

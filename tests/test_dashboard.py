@@ -46,6 +46,8 @@ def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
     assert created.returncode == 0, created.stderr
     worked = tunefleet("worker", "watched", "--threads", 1, cwd=tmp_path)
     assert worked.returncode == 0, worked.stderr
+    exported = tunefleet("export", "watched", "--out", tmp_path / "best", "--merge", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
     port = free_port()
     server = start_tunefleet("dashboard", "--port", port, cwd=tmp_path)
     try:
@@ -54,8 +56,12 @@ def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
         (summary,) = json.loads(body)["study_summaries"]
         assert summary["study_name"] == "watched"
         status, body = _get(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0", time.time() + 10)
-        trials = json.loads(body)["trials"]
+        detail = json.loads(body)
+        trials = detail["trials"]
         assert len(trials) == 2
+        # The study's note says which trial was exported, and where.
+        note = detail["note"]["body"]
+        assert "Exported trials" in note and str(tmp_path / "best") in note, note
         for trial in trials:
             note = trial["note"]["body"]
             assert note.startswith(f"## Trial {trial['number']}: ") and "eval loss by step: 2:" in note
