@@ -55,6 +55,8 @@ def dataset_options(command=None, *, training=True):
                      help="Chat data: the loss on the assistant turns, or on every token."),
         click.option("--chat-template", type=click.Path(dir_okay=False), callback=_read_template,
                      help="A Jinja chat template file, for tokenizers that have none."),
+        click.option("--packing", is_flag=True, help="Padding-free packing: a micro-batch trains as one row, "
+                                                     "each example attending only to itself."),
     ]
     for option in reversed(options):
         with_columns = option(with_columns)
@@ -129,7 +131,8 @@ def study():
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
 @storage_option
 @json_option
-def study_create(name, model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
+def study_create(name, model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, packing,
+                 method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
                  max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
                  max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, keep_best, resume, storage_url,
@@ -140,7 +143,7 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
 
     spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, revision=revision,
                             dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
-                            train_on=train_on, chat_template=chat_template, n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
+                            train_on=train_on, chat_template=chat_template, packing=packing, n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
                             max_tokens=max_tokens, seq_len=seq_len,
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
@@ -292,7 +295,7 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
 @click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
 @click.option("--out", default="lr_find.png", show_default=True, type=click.Path(), help="Where the plot goes.")
 @json_option
-def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, method, steps, min_lr, max_lr, seq_len, out, as_json):
+def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, train_on, chat_template, packing, method, steps, min_lr, max_lr, seq_len, out, as_json):
     """Learning-rate range test: step the optimizer at exponentially rising rates, smooth the loss
     on a log axis, stop on divergence, restore the model; plot it and suggest a rate."""
     if steps < 3 or not 0 < min_lr < max_lr:
@@ -302,7 +305,7 @@ def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, trai
 
     spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, seq_len=seq_len, revision=revision,
                             dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
-                            train_on=train_on, chat_template=chat_template)
+                            train_on=train_on, chat_template=chat_template, packing=packing)
     found = run_for_spec(spec, steps, min_lr, max_lr)
     plot(found, Path(out))
     if as_json:

@@ -92,6 +92,10 @@ class StudySpec:
     marker) or all (every token of the rendered conversation)."""
     chat_template: str | None = None
     """A Jinja chat template to render `messages` with, for tokenizers that have none."""
+    packing: bool = False
+    """Padding-free packing: a micro-batch's examples are trained as one row, each attending
+    only to itself (transformers' DataCollatorWithFlattening), so no compute goes to padding;
+    the examples per step, and so the effective batch and the loss, stay the same."""
     space_overrides: dict = field(default_factory=dict)
     """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
     queue_starting_configs: bool = True

@@ -68,6 +68,8 @@ def _load(source: str):
     """The `datasets` Dataset or DatasetDict behind a source that is not JSONL."""
     import datasets
 
+    datasets.disable_progress_bars()  # the CLI speaks in one-line messages
+    datasets.logging.set_verbosity_error()
     path = Path(source)
     if path.is_dir() and any((path / f).is_file() for f in ("state.json", "dataset_dict.json")):
         return datasets.load_from_disk(str(path))

@@ -75,6 +75,17 @@ def test_columns_splits_and_rows_named_in_errors(tmp_path):
         read_dataset(tmp_path / "d.txt")
 
 
+def test_a_parquet_file_without_the_named_column_is_one_line(tiny, tmp_path):
+    datasets.Dataset.from_list([{"body": r["completion"]} for r in ROWS]).to_parquet(tmp_path / "d.parquet")
+    result = tunefleet("study", "create", "s", "--model", tiny[0], "--dataset", tmp_path / "d.parquet",
+                       "--text-field", "content", "--method", "lora", "--storage", f"journal:{tmp_path / 'j.log'}",
+                       cwd=tmp_path)
+    assert_one_line_error(result, "d.parquet, row 1: no column 'content'", "'body'")
+    assert tunefleet("study", "create", "s", "--model", tiny[0], "--dataset", tmp_path / "d.parquet",
+                     "--text-field", "body", "--method", "lora", "--storage", f"journal:{tmp_path / 'j.log'}",
+                     cwd=tmp_path).returncode == 0
+
+
 def _labelled(example) -> list[int]:
     return [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE]
 
@@ -131,3 +142,46 @@ def test_a_chat_dataset_from_disk_with_its_eval_split_through_the_cli(tiny, tmp_
     assert spec.n_examples == 12, "the whole train split trains: the eval examples come from validation"
     assert spec.chat_template == CHATML
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
+    import math
+
+    import optuna
+
+    from search.spec import Detectors
+    from search.study import space_of, spec_from_inputs
+    from spaces.space import suggest
+    from storage import open_artifacts, open_storage
+    from workers.train import Resident
+    from workers.worker import train
+
+    quiet = Detectors(divergence_ratio=1e30, divergence_rise=1e30, plateau_window=10**9)
+    runs, params = {}, {"batch_size": 8, "lora_dropout": 0.0}  # dropout masks would follow the batch's shape
+    for packing in (False, True):
+        spec = spec_from_inputs(tiny[0], tiny[1], "lora", max_steps=4, eval_steps=2, seq_len=48, pruner="none",
+                                packing=packing, detectors=quiet)
+        study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / f'{packing}.log'}"))
+        study.enqueue_trial(params)
+        trial = study.ask()
+        params = suggest(trial, space_of(spec))  # the second run trains the first one's params
+        runs[packing] = train(trial, params, spec, Resident(spec),
+                              open_artifacts(study._storage, f"journal:{tmp_path / f'{packing}.log'}"),
+                              tmp_path / str(packing), should_stop=lambda: False)
+    plain, packed = runs[False], runs[True]
+    # Outside the Trainer too (the LR range test's loop): a packed example attends only to itself.
+    import torch
+
+    from workers.train import TrialData, load_base
+
+    data, base = TrialData(spec), load_base(spec).eval()
+    first, second = data.train[:2]
+    row = data.collator([first, second])
+    with torch.no_grad():
+        packed_logits = base(input_ids=row["input_ids"], position_ids=row["position_ids"]).logits[0]
+        alone = base(input_ids=torch.tensor([second["input_ids"]])).logits[0]
+    assert torch.allclose(packed_logits[len(first["input_ids"]):], alone, atol=1e-4)
+    assert packed.cost["tokens"] == plain.cost["tokens"] > 0, "the same tokens, and no padding counted"
+    assert sorted(packed.callback.eval_losses) == [2, 4]
+    for step, loss in plain.callback.eval_losses.items():
+        assert math.isclose(packed.callback.eval_losses[step], loss, rel_tol=1e-4), (step, loss)

@@ -91,10 +91,11 @@ def test_the_exported_adapter_reproduces_the_trials_eval_loss(tiny, tmp_path):
     assert_one_line_error(tunefleet("export", "x", "--out", out, "--storage", url, cwd=tmp_path), "not empty")
 
 
-@pytest.mark.parametrize("bad", [["--trial", 99], ["--merge"]])
+@pytest.mark.parametrize("bad", [[], ["--trial", 99], ["--merge"]])
 def test_export_refuses_what_it_cannot_write(tiny, tmp_path, bad):
     url = f"journal:{tmp_path / 'j.log'}"
     assert tunefleet("study", "create", "f", "--model", tiny[0], "--dataset", tiny[1], "--method", "full",
                      "--n-trials", 1, "--max-steps", 2, "--storage", url, cwd=tmp_path).returncode == 0
     result = tunefleet("export", "f", "--out", tmp_path / "o", *bad, "--storage", url, cwd=tmp_path)
-    assert_one_line_error(result, "no trial 99" if "--trial" in bad else "--merge needs a LoRA or QLoRA study")
+    assert_one_line_error(result, "no trial 99" if "--trial" in bad else "--merge needs a LoRA or QLoRA study"
+                          if bad else "has no complete trial yet")

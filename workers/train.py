@@ -28,6 +28,10 @@ class TrialData:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.train, self.eval = train_eval_split(spec, self.tokenizer)
         self.collator = Collator(self.tokenizer.pad_token_id)
+        if spec.packing:
+            from transformers import DataCollatorWithFlattening
+
+            self.collator = DataCollatorWithFlattening()
 
 
 def load_base(spec: StudySpec):
@@ -41,6 +45,11 @@ def load_base(spec: StudySpec):
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization, bnb_4bit_compute_dtype=dtype)
         kwargs["dtype"] = dtype
     model = AutoModelForCausalLM.from_pretrained(spec.model_dir(), **kwargs)
+    if spec.packing:
+        # transformers keeps packed examples apart only without a cache (masking_utils looks for
+        # packed position_ids only when there is none): the Trainer turns it off itself, loops of
+        # our own (the LR range test) would otherwise attend across examples.
+        model.config.use_cache = False
     if quantization:
         _keep_4bit_weights_differentiable(model)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
