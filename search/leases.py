@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import attrs
+from storage import optuna_compat as compat
 
 
 def holder() -> str:
@@ -54,9 +55,10 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
     for t in expired(study, spec.lease_seconds, trials=trials):
         holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
         try:
-            study._storage.set_trial_user_attr(t._trial_id, attrs.ERROR,
-                                               f"lease expired: worker {holder_} stopped renewing it")
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage = compat.storage_of(study)
+            storage.set_trial_user_attr(compat.trial_id(t), attrs.ERROR,
+                                        f"lease expired: worker {holder_} stopped renewing it")
+            storage.set_trial_state_values(compat.trial_id(t), TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker finished it meanwhile
         if resumes(study, t) < spec.max_resumes:

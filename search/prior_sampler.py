@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from spaces.space import Param
+from storage import optuna_compat as compat
 
 
 def _width(param: Param, batch=None) -> tuple[float, float, float]:
@@ -33,7 +34,7 @@ def _choice_probabilities(param: Param, choices) -> np.ndarray:
     return p / p.sum()
 
 
-class PriorGuidedSampler(optuna.samplers.TPESampler):
+class PriorGuidedSampler(compat.HookedTPESampler):
     """Draws from the prior (each hyperparameter's centre and confidence) until
     ``n_startup_trials`` trials have finished; from then on TPE proposes, its
     acquisition multiplied by the prior raised to ``beta / n`` for n finished
@@ -52,7 +53,7 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
         self._sampling: dict = {}
 
     def _finished(self, study) -> int:
-        return len(study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED), use_cache=True))
+        return len(compat.cached_trials(study, (TrialState.COMPLETE, TrialState.PRUNED)))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         param = self._space.get(param_name)
@@ -69,13 +70,11 @@ class PriorGuidedSampler(optuna.samplers.TPESampler):
         x = float(np.clip(self._prior_rng.normal(centre, _sigma(param, low, high)), low, high))
         return math.exp(x) if param.log else x
 
-    def _sample(self, study, trial, search_space):
+    def before_sample(self, study, search_space) -> None:
         self._n_finished, self._sampling = self._finished(study), search_space
-        return super()._sample(study, trial, search_space)
 
-    def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
-        acquisition = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
-        return acquisition + self._beta / max(1, self._n_finished) * self._log_prior(samples)
+    def acquisition(self, values, samples):
+        return values + self._beta / max(1, self._n_finished) * self._log_prior(samples)
 
     def _batches(self, samples: dict[str, np.ndarray]) -> list:
         """Each candidate's effective batch (the space's fixed one where it is not searched)."""

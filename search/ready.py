@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import asha, attrs, budget
+from storage import optuna_compat as compat
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
@@ -86,18 +87,18 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
         trials = study.get_trials(deepcopy=False)
     # Continuations (resumes, promotions) first: their configurations are counted already.
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    waiting = [t._trial_id for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
+    waiting = [compat.trial_id(t) for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
     room = budget.room(spec, trials)
     started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
-    demand = max(MIN_READY, 2 * started, queue.misses(study._study_id))
+    demand = max(MIN_READY, 2 * started, queue.misses(compat.study_id(study)))
     wanted = 0 if stopped else min(room, demand - len(waiting))
     for _ in range(wanted):
-        waiting.append(study._storage.create_new_trial(
-            study._study_id, template_trial=optuna.trial.create_trial(
+        waiting.append(compat.storage_of(study).create_new_trial(
+            compat.study_id(study), template_trial=optuna.trial.create_trial(
                 state=TrialState.WAITING, system_attrs={"fixed_params": {}}, user_attrs={attrs.SOURCE: TICKET})))
     # A running trial may yet pause and earn another's promotion: more may come while one runs.
     running = any(t.state == TrialState.RUNNING for t in trials)
-    queue.publish(study._study_id, [] if stopped else waiting,
+    queue.publish(compat.study_id(study), [] if stopped else waiting,
                   not stopped and (bool(waiting) or room > 0 or running))
     return max(wanted, 0)
 
@@ -129,7 +130,7 @@ def pop(study: optuna.Study) -> optuna.Trial | None:
 def take(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
     """A WAITING trial of one's choosing, now RUNNING (None if another took it first)."""
     try:
-        if not study._storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+        if not compat.storage_of(study).set_trial_state_values(trial_id, TrialState.RUNNING):
             return None
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
@@ -137,7 +138,7 @@ def take(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
 
 
 def _running(study: optuna.Study, trial_id: int) -> optuna.Trial:
-    study._thread_local.cached_all_trials = None  # as ask() does: sample from the latest history
+    compat.forget_cached_trials(study)  # as ask() does: sample from the latest history
     return optuna.Trial(study, trial_id)
 
 
@@ -147,5 +148,5 @@ def more_may_come(study: optuna.Study) -> bool:
 
 
 def _call(study: optuna.Study, method: str):
-    call = study._storage._channel.unary_unary(f"/{SERVICE}/{method}")  # the proxy's own channel
-    return json.loads(call(str(study._study_id).encode()))
+    call = compat.proxy_channel(compat.storage_of(study)).unary_unary(f"/{SERVICE}/{method}")
+    return json.loads(call(str(compat.study_id(study)).encode()))

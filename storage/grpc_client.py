@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import time
 
-from optuna.storages import GrpcStorageProxy
-from optuna.storages._grpc.auto_generated.api_pb2_grpc import StorageServiceStub
-from optuna.storages._grpc.client import GrpcClientCache
-
+from storage import optuna_compat as compat
 from storage.grpc_channel import CALL_DEADLINE_S, SNAPSHOT_S, channel
 
 
-class StorageProxy(GrpcStorageProxy):
+class StorageProxy(compat.HookedGrpcStorageProxy):
     """Optuna's GrpcStorageProxy with keepalives, a deadline on every call, and a cache
-    of the study's trials that reads again only once a snapshot's time has passed."""
+    of the study's trials that reads again only once a snapshot's time has passed.
 
-    def _setup(self) -> None:
-        self._channel = channel(self._host, self._port, deadline_s=CALL_DEADLINE_S)
-        self._stub = StorageServiceStub(self._channel)
-        self._cache = _SnapshotCache(self._stub)
+    The sampler asks for the study's trials once per parameter it samples and the pruner
+    at every evaluation; the coordinator's answer changes once per SNAPSHOT_S, so asking
+    again sooner only costs it. A trial's own reads and writes (get_trial, report, tell)
+    are not cached: they always reach the coordinator."""
 
-
-class _SnapshotCache(GrpcClientCache):
-    """The sampler asks for the study's trials once per parameter it samples and the
-    pruner at every evaluation; the coordinator's answer changes once per SNAPSHOT_S,
-    so asking again sooner only costs it. A trial's own reads and writes (get_trial,
-    report, tell) are not cached: they always reach the coordinator."""
-
-    def __init__(self, grpc_client) -> None:
-        super().__init__(grpc_client)
+    def make_channel(self, host: str, port: int):
         self._read_at: dict[int, float] = {}
+        return channel(host, port, deadline_s=CALL_DEADLINE_S)
 
-    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+    def read_again(self, study_id: int, cached: bool) -> bool:
         now, read_at = time.monotonic(), self._read_at.get(study_id)
-        if read_at is not None and study_id in self.studies and now - read_at < SNAPSHOT_S:
-            return
-        super()._read_trials_from_remote_storage(study_id)
+        if read_at is not None and cached and now - read_at < SNAPSHOT_S:
+            return False
         self._read_at[study_id] = now
+        return True

@@ -14,9 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
-from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
 
+from storage import optuna_compat as compat
 from storage import outage
 from storage.grpc_channel import SERVER_OPTIONS, SNAPSHOT_S
 
@@ -27,7 +26,7 @@ def start(storage, artifact_store, host: str, port: int, threads: int, handlers=
     from storage.grpc_artifacts import handler
 
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), interceptors=[_Outages()], options=SERVER_OPTIONS)
-    api_pb2_grpc.add_StorageServiceServicer_to_server(_Service(storage), server)
+    compat.api_pb2_grpc.add_StorageServiceServicer_to_server(_Service(storage), server)
     server.add_generic_rpc_handlers((handler(artifact_store), *handlers))
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen on {host}:{port}")
@@ -35,7 +34,7 @@ def start(storage, artifact_store, host: str, port: int, threads: int, handlers=
     return server
 
 
-class _Service(OptunaStorageProxyService):
+class _Service(compat.OptunaStorageProxyService):
     """Optuna's storage service, with the study's trials read once per SNAPSHOT_S for all
     workers, not once per worker's read: each worker's pruner and sampler read them at
     every evaluation, and reading the running trials costs the database more the more
@@ -48,14 +47,14 @@ class _Service(OptunaStorageProxyService):
         self._snapshot_s = snapshot_s
         self._snapshots: dict[int, _Snapshot] = {}
         self._reading = threading.Lock()  # one database read at a time; the others take its result
-        self._finished: dict[int, api_pb2.Trial] = {}  # trial id -> encoding; finished trials never change
+        self._finished: dict = {}  # trial id -> encoding; finished trials never change
 
     def GetTrials(self, request, context):
         try:
             snapshot = self._snapshot(request.study_id)
         except KeyError as e:
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(e))
-        return api_pb2.GetTrialsReply(trials=snapshot.newer_than(request.trial_id_greater_than,
+        return compat.api_pb2.GetTrialsReply(trials=snapshot.newer_than(request.trial_id_greater_than,
                                                                  request.included_trial_ids))
 
     def _snapshot(self, study_id: int) -> _Snapshot:
@@ -63,7 +62,7 @@ class _Service(OptunaStorageProxyService):
         with self._reading:
             snapshot = self._snapshots.get(study_id)
             if snapshot is None or snapshot.at < asked - self._snapshot_s:  # older than this call's half second
-                trials = self._backend.get_all_trials(study_id, deepcopy=False)
+                trials = compat.proxy_backend(self).get_all_trials(study_id, deepcopy=False)
                 snapshot = self._snapshots[study_id] = _Snapshot(time.monotonic(), trials, self._finished)
         return snapshot
 
@@ -74,10 +73,10 @@ class _Snapshot:
 
     def __init__(self, at: float, trials: list, finished: dict):
         self.at, self._finished = at, finished
-        self._trials = sorted(trials, key=lambda t: t._trial_id)
-        self._ids = [t._trial_id for t in self._trials]
+        self._trials = sorted(trials, key=compat.trial_id)
+        self._ids = [compat.trial_id(t) for t in self._trials]
         self._by_id = dict(zip(self._ids, self._trials))
-        self._encoded: dict[int, api_pb2.Trial] = {}
+        self._encoded: dict = {}  # trial id -> its protobuf encoding
         self._lock = threading.Lock()
 
     def newer_than(self, after: int, included) -> list:
@@ -87,12 +86,13 @@ class _Snapshot:
 
     def _encode(self, trial):
         cache = self._finished if trial.state.is_finished() else self._encoded
-        encoded = cache.get(trial._trial_id)
+        key = compat.trial_id(trial)
+        encoded = cache.get(key)
         if encoded is None:
             with self._lock:  # encoded once, whichever reader comes first
-                encoded = cache.get(trial._trial_id)
+                encoded = cache.get(key)
                 if encoded is None:
-                    encoded = cache[trial._trial_id] = _to_proto_trial(trial)
+                    encoded = cache[key] = compat.to_proto_trial(trial)
         return encoded
 
 

@@ -161,12 +161,13 @@ def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
     for packing in (False, True):
         spec = spec_from_inputs(tiny[0], tiny[1], "lora", max_steps=4, eval_steps=2, seq_len=48, pruner="none",
                                 packing=packing, detectors=quiet)
-        study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / f'{packing}.log'}"))
+        url = f"journal:{tmp_path / f'{packing}.log'}"
+        study = optuna.create_study(storage=open_storage(url))
         study.enqueue_trial(params)
         trial = study.ask()
         params = suggest(trial, space_of(spec))  # the second run trains the first one's params
         runs[packing] = train(trial, params, spec, Resident(spec),
-                              open_artifacts(study._storage, f"journal:{tmp_path / f'{packing}.log'}"),
+                              open_artifacts(open_storage(url), url),
                               tmp_path / str(packing), should_stop=lambda: False)
     plain, packed = runs[False], runs[True]
     # Outside the Trainer too (the LR range test's loop): a packed example attends only to itself.

@@ -14,13 +14,14 @@ from netcut import Forwarder
 from optuna.trial import TrialState
 
 from storage import open_storage
+from storage import optuna_compat as compat
 
 
 def test_a_cut_link_fails_a_call_as_an_outage_not_a_hang():
     """The deadline every storage call through the coordinator carries (keepalives do the
     same for a long call, in about 30 s)."""
     import grpc
-    from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
+    from storage.optuna_compat import api_pb2, api_pb2_grpc
 
     from storage import outage, proxy
     from storage.grpc_channel import channel
@@ -55,7 +56,7 @@ def test_a_worker_whose_renewals_hang_knows_its_lease_is_lost():
 
     backend = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=backend, study_name="s")
-    trial_id = study.ask()._trial_id
+    trial_id = compat.trial_id(study.ask())
     port = free_port()
     server = proxy.start(backend, None, "127.0.0.1", port, threads=4)
     link = Forwarder(port)

@@ -12,6 +12,7 @@ from conftest import free_port
 from optuna.trial import TrialState
 
 from storage import open_storage, proxy
+from storage import optuna_compat as compat
 
 
 def _served():
@@ -24,11 +25,13 @@ def _served():
 
 def test_a_read_returns_the_newer_trials_and_the_unfinished_ones_asked_for_once_each():
     finished = {}
-    trials = [optuna.trial.create_trial(value=float(i), state=TrialState.COMPLETE) for i in range(6)]
-    for i, t in enumerate(trials):
-        t._trial_id = 10 + i
-    trials[2] = optuna.trial.create_trial(state=TrialState.RUNNING)
-    trials[2]._trial_id = 12
+    def trial(trial_id, state, value):
+        return optuna.trial.FrozenTrial(number=trial_id - 10, state=state, value=value, datetime_start=None,
+                                        datetime_complete=None, params={}, distributions={}, user_attrs={},
+                                        system_attrs={}, intermediate_values={}, trial_id=trial_id)
+
+    trials = [trial(10 + i, TrialState.COMPLETE, float(i)) for i in range(6)]
+    trials[2] = trial(12, TrialState.RUNNING, None)
     snapshot = proxy._Snapshot(0.0, list(reversed(trials)), finished)
     ids = lambda reply: [t.trial_id for t in reply]  # noqa: E731
     assert sorted(ids(snapshot.newer_than(-1, []))) == list(range(10, 16))
@@ -38,14 +41,15 @@ def test_a_read_returns_the_newer_trials_and_the_unfinished_ones_asked_for_once_
     assert snapshot.newer_than(-1, [])[0] is finished[10], "encoded once"
 
 
-def test_workers_see_new_results_within_a_snapshot_and_read_once_per_snapshot():
+def test_workers_see_new_results_within_a_snapshot_and_read_once_per_snapshot(monkeypatch):
+    calls = []
+    real = proxy._Service.GetTrials  # counted where the coordinator answers, before it serves
+    monkeypatch.setattr(proxy._Service, "GetTrials", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     backend, study, server, port = _served()
     try:
         worker = optuna.load_study(study_name="s", storage=open_storage(f"grpc://127.0.0.1:{port}"))
         assert worker.get_trials() == []
-        calls = []
-        real = worker._storage._stub.GetTrials
-        worker._storage._stub.GetTrials = lambda *a, **k: calls.append(1) or real(*a, **k)
+        calls.clear()
         study.add_trial(optuna.trial.create_trial(value=1.0))
         for _ in range(50):  # a sampler's reads, one per parameter
             worker.get_trials(deepcopy=False)
@@ -54,6 +58,7 @@ def test_workers_see_new_results_within_a_snapshot_and_read_once_per_snapshot():
         assert [t.value for t in worker.get_trials(deepcopy=False)] == [1.0], "seen once the snapshot's time passed"
         own = worker.ask()
         own.report(0.5, 1)
-        assert worker._storage.get_trial(own._trial_id).intermediate_values == {1: 0.5}, "a trial's own reads are fresh"
+        fresh = compat.storage_of(worker).get_trial(compat.trial_id(own))
+        assert fresh.intermediate_values == {1: 0.5}, "a trial's own reads are fresh"
     finally:
         server.stop(0)

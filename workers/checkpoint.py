@@ -19,6 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from search import attrs
+from storage import optuna_compat as compat
 
 
 class CheckpointCallback(TrainerCallback):
@@ -37,7 +38,7 @@ class CheckpointCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         step = state.global_step
         folder = Path(args.output_dir) / f"checkpoint-{step}"
-        storage, trial_id = self.trial.storage, self.trial._trial_id
+        storage, trial_id = self.trial.storage, compat.trial_id(self.trial)
         pointers = storage.get_trial_system_attrs(trial_id)
         latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
         artifact = str(uuid.uuid4())
@@ -65,7 +66,7 @@ def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
     if number is None:
         return None
     (previous,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    previous = trial.storage.get_trial(previous._trial_id)  # as it is now: the list may be a snapshot old
+    previous = trial.storage.get_trial(compat.trial_id(previous))  # as it is now: the list may be a snapshot old
     pointer = previous.system_attrs.get(attrs.CHECKPOINT)
     if pointer is None:  # it died before its first evaluation: start over
         return None
@@ -82,17 +83,17 @@ def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
     for key, value in sorted(previous.intermediate_values.items()):
         if key <= pointer.get("key", pointer["step"]):
             trial.report(value, key)
-    trial.storage.set_trial_system_attr(trial._trial_id, attrs.CHECKPOINT, pointer)
+    trial.storage.set_trial_system_attr(compat.trial_id(trial), attrs.CHECKPOINT, pointer)
     best = previous.system_attrs.get(attrs.BEST_CHECKPOINT)
     if best is not None:
-        trial.storage.set_trial_system_attr(trial._trial_id, attrs.BEST_CHECKPOINT, best)
+        trial.storage.set_trial_system_attr(compat.trial_id(trial), attrs.BEST_CHECKPOINT, best)
     return folder
 
 
 def finish(trial, artifact_store, keep_latest: bool = False, keep_best: bool = False) -> None:
     """Removes the checkpoints of a trial that has ended, but the ones it keeps: a paused
     trial keeps both (a promotion continues from its latest), a complete one its best."""
-    pointers = trial.storage.get_trial_system_attrs(trial._trial_id)
+    pointers = trial.storage.get_trial_system_attrs(compat.trial_id(trial))
     latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
     _remove_unreferenced(artifact_store, [latest, best],
                          [latest if keep_latest else None, best if keep_best else None])
@@ -103,7 +104,7 @@ def keep_top(study, trial, artifact_store, k: int) -> None:
     the one it pushed out of the top k (or itself, if it is not in it) lets go of its own."""
     from optuna.trial import TrialState
 
-    me = trial.storage.get_trial(trial._trial_id)  # as it is now: the list may be a snapshot old
+    me = trial.storage.get_trial(compat.trial_id(trial))  # as it is now: the list may be a snapshot old
     others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number != me.number]
     complete = sorted(others + [me], key=lambda t: (t.value, t.number))
     ranks = [t.number for t in complete]

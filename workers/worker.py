@@ -29,6 +29,7 @@ from search.spec import StudySpec
 from search.study import load, space_of
 from spaces.space import suggest
 from storage import behind_coordinator, claim_lock, open_artifacts, open_storage, outage
+from storage import optuna_compat as compat
 from workers.quiet import quiet_libraries
 from workers.signals import Stop
 
@@ -55,7 +56,7 @@ def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | Non
             trial = _next(study, spec)
         if trial is None:
             return None
-        leases.renew(storage, trial._trial_id, spec.lease_seconds)
+        leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)
     trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(),
                                        **(device or {})})
     return trial
@@ -76,7 +77,7 @@ def _next(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
     queued = sorted((t for t in trials if t.state == TrialState.WAITING),
                     key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))
     for t in queued:
-        taken = ready.take(study, t._trial_id)
+        taken = ready.take(study, compat.trial_id(t))
         if taken is not None:
             return taken
     return None
@@ -290,7 +291,7 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                     _release_paused(study, artifact_store)
                 say(f"{reason or 'study budget spent'}; exiting")
                 break
-            with leases.Heartbeat(storage, trial._trial_id, spec.lease_seconds) as lease:
+            with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds) as lease:
                 outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
                                            lambda: stop() or lease.lost, lease, faults, started)
             if outcome is None:  # the storage stayed away

@@ -49,6 +49,7 @@ from search.spec import Detectors, StudySpec
 from search.study import create, load, space_of
 from spaces.space import Param, starting_configs, suggest
 from storage import open_artifacts, open_storage
+from storage import optuna_compat as compat
 
 METHODS = {
     "tunefleet": "(a) tunefleet default",
@@ -214,7 +215,7 @@ def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
                 trial.set_user_attr(attrs.ERROR, f"{type(e).__name__}: {e}".splitlines()[0])
                 study.tell(trial, state=TrialState.FAIL)
                 failures += 1
-            frozen = storage.get_trial(trial._trial_id)
+            frozen = storage.get_trial(compat.trial_id(trial))
             tokens = (frozen.user_attrs.get(attrs.COST) or {}).get("tokens", 0)
             used += tokens
             records.append(record(frozen, params, tokens, used, run, time.time() - t0))

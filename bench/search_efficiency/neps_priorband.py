@@ -32,6 +32,7 @@ from search import attrs, progress
 from search.study import space_of
 from spaces.space import suggest
 from storage import open_artifacts, open_storage
+from storage import optuna_compat as compat
 
 ETA = 3
 MIN_FRACTION = 1 / 9
@@ -128,7 +129,7 @@ def run(problem, seed: int, tc, budget: int) -> tuple[list[dict], dict]:
             t0 = time.time()
             run_ = train(trial, suggest(trial, space), spec, warm, store, Path(tmp), should_stop=lambda: False)
             report(study, trial, params, run_, store)
-            frozen = storage.get_trial(trial._trial_id)
+            frozen = storage.get_trial(compat.trial_id(trial))
             tokens = run_.cost["tokens"]
             used += tokens
             values = frozen.intermediate_values
