@@ -138,7 +138,8 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
                  max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, keep_best, resume, storage_url,
                  as_json):
     """Validate the inputs, store the study spec and queue the seeds' starting configs."""
-    from search.study import create, spec_from_inputs
+    from search.study import create
+    from workers.inputs import spec_from_inputs
     from spaces.overrides import read_space_file
 
     spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, revision=revision,
@@ -300,7 +301,7 @@ def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, trai
     on a log axis, stop on divergence, restore the model; plot it and suggest a rate."""
     if steps < 3 or not 0 < min_lr < max_lr:
         raise InputError("--steps must be at least 3 and 0 < --min-lr < --max-lr")
-    from search.study import spec_from_inputs
+    from workers.inputs import spec_from_inputs
     from workers.lr_finder import plot, run_for_spec
 
     spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, seq_len=seq_len, revision=revision,

@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 from search import attrs, budget
 from search.report import best as best_report
 from search.report import describe_prune
-from search.study import create, load, spec_from_inputs
+from search.study import create, load
+from workers.inputs import spec_from_inputs
 from storage import open_storage, redact, resolve_url
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 

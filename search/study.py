@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import optuna
 
@@ -44,45 +43,6 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=progress.resource(spec))
     # Not at the first evaluation: every curve drops steeply at the start.
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first + 1)
-
-
-def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudySpec:
-    """A validated spec: the model loads, every dataset line parses, every option
-    is in range. Model and dataset sizes are counted unless options give them."""
-    from spaces.dataset import read_dataset
-    from spaces.hub import resolve
-    from spaces.model import dimensions, parameter_count, read_model_config
-
-    path = resolve(model, options.get("revision"))
-    read_model_config(path)
-    try:
-        hidden_size = dimensions(read_model_config(path))["hidden"]
-    except InputError:  # an unusual config: no width correction
-        hidden_size = 0
-    n_params = options.pop("n_params", None) or parameter_count(path)[0]
-    fmt, records = read_dataset(dataset, options.get("dataset_split"), options.get("columns"))
-    if options.get("eval_dataset"):
-        options.update(eval_source(dataset, options["eval_dataset"], options.get("eval_split")))
-        read_dataset(options["eval_dataset"], options["eval_split"], options.get("columns"))
-    n_examples = options.pop("n_examples", None) or len(records)
-    spec = StudySpec(model=model, dataset=dataset, method=method, n_examples=n_examples, n_params=n_params,
-                     hidden_size=hidden_size, **options)
-    from workers.inputs import check_model_loads  # imports transformers: only once the cheap checks pass
-
-    check_model_loads(str(path), spec.trust_remote_code, records[0] if fmt == "messages" else None,
-                      spec.chat_template, spec.seq_len, spec.train_on)
-    return spec
-
-
-def eval_source(dataset: str, eval_dataset: str, eval_split: str | None) -> dict:
-    """--eval-dataset names a split of the dataset (when no file of that name exists), or a
-    source of its own."""
-    from spaces.dataset import splits
-
-    if not Path(eval_dataset).exists() and eval_split is None and eval_dataset in splits(dataset):
-        return {"eval_dataset": dataset, "eval_split": eval_dataset}
-    local = Path(eval_dataset).exists()
-    return {"eval_dataset": str(Path(eval_dataset).absolute()) if local else eval_dataset, "eval_split": eval_split}
 
 
 def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.Study:

@@ -14,7 +14,8 @@ from search.study import create, load, space_of
 from spaces.space import suggest
 from storage import open_artifacts, open_storage
 from workers.train import Resident
-from workers.worker import claim, report, train
+from search.claim import claim
+from workers.worker import report, train
 
 QUIET = Detectors(divergence_ratio=1e30, divergence_rise=1e30, divergence_patience=10**9,
                   plateau_window=10**9, plateau_min_improvement=0.0)

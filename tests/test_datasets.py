@@ -150,7 +150,8 @@ def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
     import optuna
 
     from search.spec import Detectors
-    from search.study import space_of, spec_from_inputs
+    from search.study import space_of
+    from workers.inputs import spec_from_inputs
     from spaces.space import suggest
     from storage import open_artifacts, open_storage
     from workers.train import Resident

@@ -11,7 +11,8 @@ from spaces.space import suggest
 from spaces.priors import METHODS
 from storage import open_artifacts, open_storage
 from workers.train import Resident
-from workers.worker import claim, report, train
+from search.claim import claim
+from workers.worker import report, train
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -25,10 +25,10 @@ import optuna
 from optuna.trial import TrialState
 
 from search import asha, attrs, budget, leases, ready
-from search.spec import StudySpec
+from search.claim import claim
 from search.study import load, space_of
 from spaces.space import suggest
-from storage import behind_coordinator, claim_lock, open_artifacts, open_storage, outage
+from storage import behind_coordinator, open_artifacts, open_storage, outage
 from storage import optuna_compat as compat
 from workers.quiet import quiet_libraries
 from workers.signals import Stop
@@ -39,48 +39,6 @@ STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage 
 
 def say(message: str) -> None:
     print(f"[worker {socket.gethostname()}:{os.getpid()}] {message}", file=sys.stderr, flush=True)
-
-
-def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | None = None) -> optuna.Trial | None:
-    """The next trial, or None if the study's budget is spent or (behind a coordinator)
-    none is queued for now. Trials whose worker's lease ran out are queued again first,
-    and paused configurations that earned a promotion (search/asha.py) before new ones."""
-    with claim_lock(storage, url, study.study_name) as locked:
-        if not locked:  # behind the coordinator, which re-queues, promotes, enforces budgets and queues trials
-            trial = ready.pop(study)
-        else:
-            # Re-read: `study create --resume` may have raised the budget meanwhile.
-            spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
-            for number in leases.requeue_expired(study, spec):
-                say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
-            trial = _next(study, spec)
-        if trial is None:
-            return None
-        leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)
-    trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(),
-                                       **(device or {})})
-    return trial
-
-
-def _next(study: optuna.Study, spec: StudySpec) -> optuna.Trial | None:
-    """Under the claim lock: a promotion or a queued continuation, else a new trial within the budget."""
-    trials = study.get_trials(deepcopy=False)
-    if budget.stop_reason(study, spec, trials=trials):
-        return None
-    spent = budget.trials_spent(study, spec, trials)
-    for paused in asha.promotions(trials, spec, spent)[:1]:
-        asha.promote(study, paused)
-        trials = study.get_trials(deepcopy=False)
-    if not spent:
-        return study.ask()
-    # No new configuration may start; the queued ones are counted already (continuations first).
-    queued = sorted((t for t in trials if t.state == TrialState.WAITING),
-                    key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))
-    for t in queued:
-        taken = ready.take(study, compat.trial_id(t))
-        if taken is not None:
-            return taken
-    return None
 
 
 @dataclass
@@ -272,7 +230,7 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
         while not stop():
             started = time.time()
             try:
-                trial = claim(study, storage, url, spec, device)
+                trial = claim(study, storage, url, spec, device, say=say)
             except Exception as e:
                 if not outage.unreachable(e):
                     raise

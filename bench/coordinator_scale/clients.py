@@ -4,7 +4,7 @@ history, as a worker does once when it starts), then, once told to go, loop
 claim -> report x2 -> finish until the study's budget is spent. Prints one JSON
 document: latencies and errors.
 
-tunefleet: the worker's own claim (workers.worker.claim) through the coordinator's
+tunefleet: the worker's own claim (search.claim.claim) through the coordinator's
 proxy. plain: Optuna's RDBStorage straight to PostgreSQL, ask/tell, each client
 checking the budget before it asks (no lock: what a plain fleet does).
 """
@@ -28,7 +28,7 @@ from spaces.space import suggest
 
 def client(mode: str, url: str, name: str, trial_s: float, timeout_s: float, ramp_s: float, out: dict, lock,
            joined: threading.Barrier, go: threading.Event) -> None:
-    from workers.worker import claim
+    from search.claim import claim
 
     ops = {"join": [], "claim": [], "sample": [], "wait": [], "report": [], "finish": []}
     errors, finished = [], 0

@@ -2,7 +2,7 @@
 
 Every tunefleet-style search goes through tunefleet's own code, as
 tests/test_asha.py does: search.study.create + load (seeded), then
-workers.worker.claim, train and report, with workers.train.Resident. A search
+search.claim.claim, workers.worker.train and report, with workers.train.Resident. A search
 starts trials until the non-padding training tokens of all its trials
 (`tunefleet.cost`, pruned and paused ones included) reach the budget; the
 last trial may run past it, and the report ignores whatever completes beyond.
@@ -189,7 +189,8 @@ def run_search(problem, method: str, seed: int, tc: TrialConfig, budget: int, tr
 
 
 def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
-    from workers.worker import claim, report, train
+    from search.claim import claim
+    from workers.worker import report, train
 
     with tempfile.TemporaryDirectory(prefix="tunefleet-bench-") as tmp:
         url = f"journal:{Path(tmp) / 'journal.log'}"
