@@ -13,7 +13,8 @@ from spaces.space import build_space, starting_configs
 
 
 def space_of(spec: StudySpec):
-    return build_space(spec.method, spec.n_params, spec.n_examples, spec.space_overrides, spec.hidden_size)
+    return build_space(spec.method, spec.n_params, spec.n_examples, spec.space_overrides, spec.hidden_size,
+                       spec.epochs or None)
 
 
 def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:

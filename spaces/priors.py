@@ -137,9 +137,20 @@ def _tier(table, n_examples: int):
     raise AssertionError("the last tier is unbounded")
 
 
-def batch_tier(n_examples: int) -> tuple[int, int]:
-    """The documented effective-batch range for a dataset of n_examples."""
-    return _tier(BATCH_TIERS, n_examples)
+def batch_tier(n_examples: int, epochs: float | None = None) -> tuple[int, int]:
+    """The documented effective-batch range for a dataset of n_examples. The seeds state their
+    tiers for runs of their own epochs (EPOCH_TIERS): a shorter run (fewer passes, as a
+    fractional-epoch trial) is placed by the examples it trains on against each tier's bound
+    times its epochs, so that it is not left with a handful of optimizer steps; never higher
+    than the dataset's own tier."""
+    by_size = _tier(BATCH_TIERS, n_examples)
+    if not epochs:
+        return by_size
+    trained = epochs * n_examples
+    for bound, tier in BATCH_TIERS:
+        if trained < bound * _tier(EPOCH_TIERS, bound - 1):
+            return min(tier, by_size)
+    return by_size
 
 
 def epochs(n_examples: int) -> int:

@@ -58,9 +58,9 @@ def _param(name: str, prior: priors.Prior) -> Param:
     return Param(name, prior.low, prior.high, prior.log, prior.choices, prior.centre, prior.confidence)
 
 
-def batch_choices(n_examples: int) -> tuple[int, ...]:
+def batch_choices(n_examples: int, epochs: float | None = None) -> tuple[int, ...]:
     """The documented tier, widened by a factor two on each side."""
-    low, high = priors.batch_tier(n_examples)
+    low, high = priors.batch_tier(n_examples, epochs)
     return tuple(2 ** k for k in range(int(math.log2(low // 2)), int(math.log2(high * 2)) + 1))
 
 
@@ -75,11 +75,14 @@ def learning_rate_param(method: str, n_params: float, hidden_size: int, batch: P
                  priors.LEARNING_RATE_CONFIDENCE, priors.BATCH_EXPONENT, batch.centre)
 
 
-def prior_space(method: str, n_params: float, n_examples: int, hidden_size: int = 0) -> dict[str, Param]:
-    """The space the documents recommend, before any user override. The batch comes first:
-    the learning rate's prior depends on it."""
-    low, _ = priors.batch_tier(n_examples)
-    batch = Param("batch_size", choices=batch_choices(n_examples), centre=low, confidence=priors.BATCH_CONFIDENCE)
+def prior_space(method: str, n_params: float, n_examples: int, hidden_size: int = 0,
+                epochs: float | None = None) -> dict[str, Param]:
+    """The space the documents recommend, before any user override, for trials of `epochs`
+    passes (None: the seeds' epochs for the size). The batch comes first: the learning rate's
+    prior depends on it."""
+    low, _ = priors.batch_tier(n_examples, epochs)
+    batch = Param("batch_size", choices=batch_choices(n_examples, epochs), centre=low,
+                  confidence=priors.BATCH_CONFIDENCE)
     params = [
         batch,
         learning_rate_param(method, n_params, hidden_size, batch),
@@ -166,9 +169,9 @@ def _override(param: Param, spec: Any) -> Param:
 
 
 def build_space(method: str, n_params: float, n_examples: int, overrides: dict | None = None,
-                hidden_size: int = 0) -> dict[str, Param]:
+                hidden_size: int = 0, epochs: float | None = None) -> dict[str, Param]:
     """The prior space of the method, with the user's overrides applied and checked."""
-    space = prior_space(method, n_params, n_examples, hidden_size)
+    space = prior_space(method, n_params, n_examples, hidden_size, epochs)
     overrides = dict(overrides or {})
     if "batch_size" in overrides:  # the learning rate's range follows the batches searched
         space["batch_size"] = _override(space["batch_size"], overrides.pop("batch_size"))

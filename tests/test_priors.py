@@ -209,3 +209,28 @@ def test_config_counts_honour_an_explicit_head_dim():
     # LoRA r=8 on q (1024 -> 2048), k and v (1024 -> 1024), o (2048 -> 1024), gate, up, down, 28 layers.
     per_layer = 8 * ((1024 + 2048) * 2 + (1024 + 1024) * 2 + (1024 + 3072) * 3)
     assert trainable_parameters("lora", dimensions(qwen3), total, lora_r=8) == 28 * per_layer
+
+
+def test_the_batch_tier_follows_the_examples_a_trial_trains_on():
+    from spaces.priors import batch_tier
+
+    # The seeds' tiers hold for their own epochs (5 below 1k examples, 3 to 10k, 2 above) ...
+    assert [batch_tier(n, e) for n, e in ((500, 5), (5_000, 3), (50_000, 2))] == [(8, 16), (16, 32), (32, 64)]
+    assert batch_tier(2_854) == batch_tier(2_854, 3) == (16, 32)
+    # ... a fractional-epoch trial is, in optimizer steps, a smaller dataset: 428 examples trained
+    assert batch_tier(2_854, 0.15) == (8, 16)
+    assert batch_tier(50_000, 0.1) == (16, 32)  # 5,000 examples trained
+    # More passes than the seeds' never raise the batch above the dataset's own tier.
+    assert batch_tier(500, 20) == (8, 16)
+
+
+def test_a_fractional_epoch_study_searches_smaller_batches(tiny):
+    from search.spec import StudySpec
+    from search.study import space_of
+
+    def space(epochs):
+        return space_of(StudySpec(model=str(tiny[0]), dataset=str(tiny[1]), method="qlora", n_examples=2854,
+                                  n_params=10**9, epochs=epochs))["batch_size"]
+
+    assert (space(0.15).centre, space(0.15).choices) == (8, (4, 8, 16, 32))
+    assert (space(3).centre, space(3).choices) == (16, (8, 16, 32, 64))
