@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from search import asha, attrs, budget, leases, ready
 from search.spec import StudySpec
-from storage import claim_lock
+from storage import behind_coordinator, claim_lock
 from storage import optuna_compat as compat
 
 
@@ -29,18 +29,21 @@ def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | Non
     """The next trial, or None if the study's budget is spent or (behind a coordinator)
     none is queued for now. Trials whose worker's lease ran out are queued again first,
     and paused configurations that earned a promotion (search/asha.py) before new ones."""
-    with claim_lock(storage, url, study.study_name) as locked:
-        if not locked:  # behind the coordinator, which re-queues, promotes, enforces budgets and queues trials
-            trial = ready.pop(study)
-        else:
+    if behind_coordinator(url):  # it re-queues, promotes, enforces budgets and queues trials
+        trial = ready.pop(study)
+        if trial is None:
+            return None
+        leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)
+    else:
+        with claim_lock(storage, url, study.study_name):
             # Re-read: `study create --resume` may have raised the budget meanwhile.
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
             for number in leases.requeue_expired(study, spec):
                 say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
             trial = next_trial(study, spec)
-        if trial is None:
-            return None
-        leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)
+            if trial is None:
+                return None
+            leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)  # before the lock lets others look
     trial.set_user_attr(attrs.WORKER, {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": time.time(),
                                        **(device or {})})
     return trial

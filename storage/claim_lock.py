@@ -1,8 +1,8 @@
 """A study-wide lock held while a worker checks the budget and claims a trial,
 so that N workers never claim more than the study's n_trials between them.
 
-It yields whether it holds the lock. Behind a coordinator's proxy it cannot:
-there workers only take the trials the coordinator queued (search/ready.py)."""
+Behind a coordinator's proxy there is none to take: there workers only take the
+trials the coordinator queued (search/ready.py), and asking for the lock is a bug."""
 
 from __future__ import annotations
 
@@ -26,15 +26,15 @@ def claim_lock(storage: optuna.storages.BaseStorage, url: str | None, study_name
 
         with rdb.engine.begin() as conn:  # the lock ends with this transaction
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            yield True
+            yield
     elif journal is not None:
         with open(f"{journal}.claim-{key}.lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                yield True
+                yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
     elif behind_coordinator(url):
-        yield False
+        raise RuntimeError("no claim lock behind the coordinator: take the trials it queues (search/ready.py)")
     else:  # SQLite and others serialise writes themselves; a rare over-claim is tolerated
-        yield True
+        yield

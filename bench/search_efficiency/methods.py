@@ -86,6 +86,9 @@ class TrialConfig:
     max_eval_examples: int = 64
     max_micro_batch: int = 8
     """Also the eval batch: eval loss depends slightly on eval batching (<0.1% here)."""
+    train_on: str = "all"
+    """Chat: the loss on every token, as when the full run of 2026-12-01 was recorded (before
+    tunefleet's default became the assistant turns), so its results and continuations compare."""
 
 
 @dataclass
@@ -105,7 +108,8 @@ def base_spec(problem, tc: TrialConfig, **options) -> StudySpec:
     return StudySpec(model=problem.model_dir, dataset=problem.dataset, method=problem.method,
                      n_examples=problem.n_examples, n_params=problem.n_params, hidden_size=problem.hidden_size,
                      epochs=tc.epochs, evals_per_trial=tc.evals_per_trial, seq_len=tc.seq_len,
-                     max_eval_examples=tc.max_eval_examples, max_micro_batch=tc.max_micro_batch, seed=0, **options)
+                     max_eval_examples=tc.max_eval_examples, max_micro_batch=tc.max_micro_batch,
+                     train_on=tc.train_on, seed=0, **options)
 
 
 def lr_prior(problem, tc: TrialConfig) -> Param:
