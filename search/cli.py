@@ -10,8 +10,15 @@ from pathlib import Path
 
 import click
 
+from search.spec import TRAIN_ON, StudySpec
+from spaces.priors import METHODS
 from spaces.errors import InputError
 from storage import StorageError
+
+
+def _default(name: str):
+    """The study spec's own default: the CLI states none of its own."""
+    return StudySpec.__dataclass_fields__[name].default
 
 storage_option = click.option(
     "--storage", "storage_url", metavar="URL", envvar="TUNEFLEET_STORAGE",
@@ -51,7 +58,7 @@ def dataset_options(command=None, *, training=True):
     options += [] if not training else [
         click.option("--eval-dataset", help="Eval examples instead of a held-out share: a split of the "
                                             "dataset, or a file, directory or cached hub id."),
-        click.option("--train-on", type=click.Choice(["assistant", "all"]), default="assistant", show_default=True,
+        click.option("--train-on", type=click.Choice(TRAIN_ON), default=_default("train_on"), show_default=True,
                      help="Chat data: the loss on the assistant turns, or on every token."),
         click.option("--chat-template", type=click.Path(dir_okay=False), callback=_read_template,
                      help="A Jinja chat template file, for tokenizers that have none."),
@@ -101,31 +108,31 @@ def study():
 @click.option("--dataset", required=True, help="Examples with text, prompt+completion or messages: JSONL, JSON, CSV, "
                                                "Parquet, a save_to_disk directory, or a cached hub dataset id.")
 @dataset_options
-@click.option("--method", required=True, help="full, lora, qlora or prefix.")
-@click.option("--n-trials", default=20, show_default=True, help="Configurations tried, over all workers.")
-@click.option("--epochs", default=0.0, help="Passes over the data per trial, fractions allowed (default: the "
+@click.option("--method", required=True, help=f"One of {', '.join(METHODS)}.")
+@click.option("--n-trials", default=_default("n_trials"), show_default=True, help="Configurations tried, over all workers.")
+@click.option("--epochs", default=_default("epochs"), help="Passes over the data per trial, fractions allowed (default: the "
                                             "seeds' 5 / 3 / 2 by dataset size); steps follow from each trial's batch.")
-@click.option("--max-steps", default=0, help="Instead of --epochs: the same optimizer steps for every trial.")
-@click.option("--eval-steps", default=0, help="With --max-steps: evaluate every N steps (default max-steps // 10).")
-@click.option("--max-tokens", default=0, help="Stop starting trials once all trials trained this many tokens (0: none).")
-@click.option("--seq-len", default=512, show_default=True, help="Tokens per example.")
-@click.option("--max-micro-batch", default=8, show_default=True, help="Largest per-device micro-batch.")
-@click.option("--sampler", default="prior", show_default=True,
+@click.option("--max-steps", default=_default("max_steps"), help="Instead of --epochs: the same optimizer steps for every trial.")
+@click.option("--eval-steps", default=_default("eval_steps"), help="With --max-steps: evaluate every N steps (default max-steps // 10).")
+@click.option("--max-tokens", default=_default("max_tokens"), help="Stop starting trials once all trials trained this many tokens (0: none).")
+@click.option("--seq-len", default=_default("seq_len"), show_default=True, help="Tokens per example.")
+@click.option("--max-micro-batch", default=_default("max_micro_batch"), show_default=True, help="Largest per-device micro-batch.")
+@click.option("--sampler", default=_default("sampler"), show_default=True,
               help="prior (the documents' priors, then TPE steered by them), tpe, random or gp.")
-@click.option("--pruner", default="asha", show_default=True,
+@click.option("--pruner", default=_default("pruner"), show_default=True,
               help="asha (pause at rungs, promote the best), median, hyperband or none.")
 @click.option("--space", "space_file", type=click.Path(), help="YAML that narrows, widens or fixes hyperparameters.")
 @click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
 @click.option("--dataset-size", type=int, help="Examples, for the batch-size tier (default: counted).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the train/eval split and training.")
+@click.option("--seed", default=_default("seed"), show_default=True, help="Seed of the train/eval split and training.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repository's own code.")
 @click.option("--lr-from-finder", is_flag=True, help="Centre the learning-rate prior on a range test's suggestion.")
-@click.option("--max-gpu-hours", default=0.0, help="Stop starting trials after this many GPU-hours (0: none).")
-@click.option("--max-wall-hours", default=0.0, help="Stop starting trials this long after creation (0: none).")
+@click.option("--max-gpu-hours", default=_default("max_gpu_hours"), help="Stop starting trials after this many GPU-hours (0: none).")
+@click.option("--max-wall-hours", default=_default("max_wall_hours"), help="Stop starting trials this long after creation (0: none).")
 @click.option("--target-value", type=float, help="Stop starting trials once an eval loss reaches this.")
-@click.option("--lease-seconds", default=120.0, show_default=True,
+@click.option("--lease-seconds", default=_default("lease_seconds"), show_default=True,
               help="A trial whose worker stops renewing its lease this long is resumed elsewhere.")
-@click.option("--max-resumes", default=3, show_default=True, help="Times one trial may be resumed after lost leases.")
+@click.option("--max-resumes", default=_default("max_resumes"), show_default=True, help="Times one trial may be resumed after lost leases.")
 @click.option("--keep-best", type=click.IntRange(min=0),
               help="The best K complete trials keep their best checkpoint, to export (default: 3 adapters, 1 full).")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
@@ -248,7 +255,7 @@ def _local_or_id(source: str) -> str:
 @cli.command()
 @click.option("--model", required=True, help="Model directory or cached hub id (config and weights' headers are read).")
 @click.option("--revision", help="With a hub id: branch, tag or commit of the cached snapshot (default main).")
-@click.option("--method", required=True, help="full, lora, qlora or prefix.")
+@click.option("--method", required=True, help=f"One of {', '.join(METHODS)}.")
 @click.option("--dataset", required=True, help="Dataset file, directory or cached hub id (its examples are counted).")
 @dataset_options(training=False)
 @click.option("--gpu-memory", required=True, type=float, help="Memory of one GPU, in GB.")
@@ -266,7 +273,6 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
     from spaces.dataset import read_dataset
     from spaces.hub import resolve
     from spaces.model import dimensions, parameter_count, read_model_config
-    from spaces.priors import METHODS
     from spaces.recommend import recommend
 
     if method not in METHODS:
@@ -289,7 +295,7 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
 @click.option("--revision", help="With a hub id: branch, tag or commit of the cached snapshot (default main).")
 @click.option("--dataset", required=True, help="Dataset file, directory or cached hub id.")
 @dataset_options
-@click.option("--method", required=True, help="full, lora, qlora or prefix.")
+@click.option("--method", required=True, help=f"One of {', '.join(METHODS)}.")
 @click.option("--steps", default=100, show_default=True, help="Optimizer steps of the test.")
 @click.option("--min-lr", default=1e-7, show_default=True)
 @click.option("--max-lr", default=1.0, show_default=True)
