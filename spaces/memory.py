@@ -70,12 +70,12 @@ def total(breakdown: dict) -> float:
 
 
 def largest_micro_batch(method: str, dims: dict, n_params: int, n_embedding: int, effective_batch: int,
-                        seq_len: int, budget_bytes: float, **kwargs) -> int:
-    """The largest power of two dividing the effective batch that fits, or 0 if none does."""
-    best, b = 0, 1
-    while b <= effective_batch:
-        if effective_batch % b == 0 and total(estimate(method, dims, n_params, n_embedding, b, seq_len,
-                                                          **kwargs)) <= budget_bytes:
-            best = b
-        b *= 2
-    return best
+                        seq_len: int, budget_bytes: float, cap: int | None = None, **kwargs) -> int:
+    """The largest divisor of the effective batch (up to cap) whose estimated peak fits the
+    budget, or 0 if none does: micro-batch x accumulation stays exactly the effective batch.
+    `suggest` and the worker both size a device with it."""
+    top = min(effective_batch, cap or effective_batch)
+    for b in (d for d in range(top, 0, -1) if effective_batch % d == 0):
+        if total(estimate(method, dims, n_params, n_embedding, b, seq_len, **kwargs)) <= budget_bytes:
+            return b
+    return 0

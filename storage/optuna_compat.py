@@ -64,6 +64,13 @@ def forget_cached_trials(study: optuna.Study) -> None:
     study._thread_local.cached_all_trials = None
 
 
+def infeasible_score(trial) -> float:
+    """How far TPE counts a trial as infeasible (> 0: it steers away from its region)."""
+    from optuna.samplers._tpe.sampler import _get_infeasible_trial_score
+
+    return _get_infeasible_trial_score(trial)
+
+
 def proxy_channel(storage):
     """The gRPC channel of a GrpcStorageProxy (other services are called over it)."""
     return storage._channel

@@ -55,9 +55,9 @@ def test_a_trial_that_fits_nowhere_is_infeasible_for_the_sampler(tiny, tmp_path)
     assert "micro-batch 1" in trial.user_attrs[attrs.INFEASIBLE]
     assert trial.user_attrs[attrs.BATCH]["oom_retries"] == 2  # 4 -> 2 -> 1
     # What TPE reads to put the trial among the infeasible ones (optuna's own helper).
-    from optuna.samplers._tpe.sampler import _get_infeasible_trial_score
+    from storage.optuna_compat import infeasible_score
 
-    assert trial.constraints == {"fits_in_memory": 1.0} and _get_infeasible_trial_score(trial) > 0
+    assert trial.constraints == {"fits_in_memory": 1.0} and infeasible_score(trial) > 0
 
 
 def test_micro_batch_from_the_memory_estimate(tiny):

@@ -15,20 +15,18 @@ def first_micro_batch(spec: StudySpec, params: dict, free_bytes: float | None) -
     """The largest micro-batch up to the study's maximum whose estimated peak fits in the
     free memory; with no measure of free memory (CPU), the study's maximum. Never below
     1: whether micro-batch 1 fits is for the device to say, not the estimate."""
-    micro, _ = split_batch(params["batch_size"], spec.max_micro_batch)
     if free_bytes is None:
-        return micro
+        return split_batch(params["batch_size"], spec.max_micro_batch)[0]
     from spaces.model import dimensions, parameter_count, read_model_config
 
     path = spec.model_dir()
     dims = dimensions(read_model_config(path))
     n_params, n_embedding = parameter_count(path)
     extra = {k: params[k] for k in ("lora_r", "num_virtual_tokens") if k in params}
-    while micro > 1 and memory.total(memory.estimate(spec.method, dims, spec.n_params or n_params, n_embedding,
-                                                     micro, spec.seq_len, checkpointing=False,
-                                                     **extra)) > HEADROOM * free_bytes:
-        micro = smaller(micro, params["batch_size"])
-    return micro
+    micro = memory.largest_micro_batch(spec.method, dims, spec.n_params or n_params, n_embedding, params["batch_size"],
+                                       spec.seq_len, HEADROOM * free_bytes, cap=spec.max_micro_batch,
+                                       checkpointing=False, **extra)
+    return max(micro, 1)
 
 
 def smaller(micro: int, effective: int) -> int | None:
