@@ -1,4 +1,5 @@
-"""A worker: claim a trial, build it, train it, report it; until the budget is spent.
+"""A worker: claim a trial (search/claim.py), build it, train it, report it; until the
+budget is spent.
 
 While it trains, the worker renews its trial's lease (search/leases.py) and the
 Trainer checkpoints at every evaluation into the artifact store, so a trial
