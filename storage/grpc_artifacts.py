@@ -9,32 +9,10 @@ from typing import BinaryIO, Iterator
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from storage.chunks import ChunkReader
+
 SERVICE = "tunefleet.Artifacts"
 CHUNK = 1 << 20  # under gRPC's default 4 MiB message limit
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file over a stream of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes], on_close=None):
-        self._chunks, self._pending, self._on_close = chunks, b"", on_close
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            self._pending = next(self._chunks, b"")
-            if not self._pending:
-                return 0
-        n = min(len(buffer), len(self._pending))
-        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
-        return n
-
-    def close(self) -> None:
-        if self._on_close is not None and not self.closed:
-            self._on_close()
-        super().close()
 
 
 def handler(store):
@@ -42,7 +20,7 @@ def handler(store):
     import grpc
 
     def write(chunks, context):
-        store.write(dict(context.invocation_metadata())["artifact-id"], io.BufferedReader(_ChunkReader(chunks)))
+        store.write(dict(context.invocation_metadata())["artifact-id"], io.BufferedReader(ChunkReader(chunks)))
         return b""
 
     def read(artifact_id: bytes, context):
@@ -88,7 +66,7 @@ class GrpcArtifactStore:
             first = next(stream, b"")
         except self._grpc.RpcError as e:
             raise self._not_found(e, artifact_id) from e
-        return io.BufferedReader(_ChunkReader(_then(first, stream), on_close=stream.cancel))
+        return io.BufferedReader(ChunkReader(_then(first, stream), on_close=stream.cancel))
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         self._write(iter(lambda: content_body.read(CHUNK), b""), metadata=(("artifact-id", artifact_id),))

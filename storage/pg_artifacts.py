@@ -13,6 +13,8 @@ from typing import BinaryIO
 from optuna.artifacts.exceptions import ArtifactNotFound
 from sqlalchemy import text
 
+from storage.chunks import ChunkReader
+
 CHUNK = 8 * 2 ** 20
 TABLE = "tunefleet_artifact_chunks"
 _CREATE_LOCK = 0x7475_6E65  # serialises CREATE TABLE IF NOT EXISTS, which races in PostgreSQL
@@ -43,7 +45,7 @@ class PostgresArtifactStore:
                              {"a": artifact_id}).scalar_one()
         if n == 0:
             raise ArtifactNotFound(f"artifact {artifact_id} not found")
-        return io.BufferedReader(_Chunks(self.engine, artifact_id, n), buffer_size=CHUNK)
+        return io.BufferedReader(ChunkReader(_chunks(self.engine, artifact_id, n)), buffer_size=CHUNK)
 
     def remove(self, artifact_id: str) -> None:
         with self.engine.begin() as conn:
@@ -52,23 +54,9 @@ class PostgresArtifactStore:
             raise ArtifactNotFound(f"artifact {artifact_id} not found")
 
 
-class _Chunks(io.RawIOBase):
-    """Reads an artifact's chunks in order, one query per chunk."""
-
-    def __init__(self, engine, artifact_id: str, n_chunks: int):
-        self.engine, self.artifact_id, self.n_chunks = engine, artifact_id, n_chunks
-        self.next_chunk, self.pending = 0, memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self.pending and self.next_chunk < self.n_chunks:
-            with self.engine.connect() as conn:
-                data = conn.execute(text(f"SELECT data FROM {TABLE} WHERE artifact_id = :a AND chunk = :c"),
-                                    {"a": self.artifact_id, "c": self.next_chunk}).scalar_one()
-            self.pending, self.next_chunk = memoryview(bytes(data)), self.next_chunk + 1
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
+def _chunks(engine, artifact_id: str, n_chunks: int):
+    """An artifact's chunks in order, one query per chunk."""
+    for chunk in range(n_chunks):
+        with engine.connect() as conn:
+            yield bytes(conn.execute(text(f"SELECT data FROM {TABLE} WHERE artifact_id = :a AND chunk = :c"),
+                                     {"a": artifact_id, "c": chunk}).scalar_one())
