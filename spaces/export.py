@@ -16,8 +16,12 @@ def split_batch(effective: int, max_micro_batch: int) -> tuple[int, int]:
 
 
 def training_arguments(params: dict, method: str, max_steps: int, eval_steps: int,
-                       max_micro_batch: int, seed: int = 0) -> dict[str, Any]:
-    micro, accumulation = split_batch(params["batch_size"], max_micro_batch)
+                       max_micro_batch: int, seed: int = 0, micro_batch: int | None = None) -> dict[str, Any]:
+    """The trial's TrainingArguments keywords: at micro_batch (a divisor of the effective batch:
+    the worker's, after the memory estimate and any out-of-memory back-off), else the largest
+    divisor up to max_micro_batch, which is also the eval batch on every worker."""
+    micro = micro_batch or split_batch(params["batch_size"], max_micro_batch)[0]
+    accumulation = params["batch_size"] // micro
     return {
         "learning_rate": params["learning_rate"],
         "per_device_train_batch_size": micro,

@@ -113,9 +113,7 @@ def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_b
     """The Trainer of one trial of total_steps. When it evaluates and checkpoints is the
     PruningCallback's to say (at the trial's evaluation points, search/progress.py)."""
     kwargs = export.training_arguments(params, spec.method, total_steps, progress.eval_steps(spec, total_steps),
-                                       micro_batch, spec.seed)
-    # The eval batch is the study's, not this worker's: eval loss shifts with eval batching.
-    kwargs["per_device_eval_batch_size"] = spec.max_micro_batch
+                                       spec.max_micro_batch, spec.seed, micro_batch=micro_batch)
     # A checkpoint at every evaluation, for a resume after this worker dies (workers/checkpoint.py).
     kwargs.update(eval_strategy="no", save_strategy="no", save_total_limit=1,
                   include_num_input_tokens_seen="non_padding")  # the trial's cost (workers/cost.py)
