@@ -28,9 +28,9 @@ class Detectors:
     """Diverged once the smoothed train loss stays this fraction above its running minimum..."""
     divergence_patience: int = 5
     """...for this many logged steps in a row."""
-    plateau_window: int = 3
+    plateau_window: int = priors.EARLY_STOPPING["patience"]
     """Plateau: over the last this-many evaluations..."""
-    plateau_min_improvement: float = 0.005
+    plateau_min_improvement: float = priors.EARLY_STOPPING["min_improvement"]
     """...the best eval loss improved by less than this fraction."""
     explosion_ratio: float = 10.0
     """Gradient explosion: the gradient norm above this multiple of its median..."""
@@ -40,9 +40,9 @@ class Detectors:
     """Vanishing gradients: the norm below this fraction of its early median..."""
     vanishing_patience: int = 5
     """...for this many logged steps in a row."""
-    overfit_ratio: float = 1.5
+    overfit_ratio: float = priors.OVERFITTING["ratio"]
     """Overfitting: eval loss above this multiple of the train loss (000)..."""
-    overfit_gap: float = 0.1
+    overfit_gap: float = priors.OVERFITTING["gap"]
     """...and above it by more than this (002)..."""
     overfit_patience: int = 2
     """...at this many evaluations in a row."""

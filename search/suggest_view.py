@@ -49,8 +49,8 @@ def _text(r: dict) -> str:
         f"({r['epochs']} epochs)",
         f"weight decay        {p['weight_decay']}",
         f"clipping            max_grad_norm {p['max_grad_norm']}",
-        f"early stopping      patience {r['early_stopping']['patience']} evaluations, "
-        f"threshold {r['early_stopping']['threshold']}",
+        f"early stopping      when the best eval loss improves by less than "
+        f"{r['early_stopping']['min_improvement']:.1%} over {r['early_stopping']['patience']} evaluations",
     ]
     if r["peft_config"] and r["peft_config"]["peft_type"] == "LORA":
         c = r["peft_config"]

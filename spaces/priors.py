@@ -98,8 +98,9 @@ LORA_DROPOUT = Prior(0.0, 0.1, centre=0.05, confidence=0.4)  # 000's default
 PREFIX_TOKENS = Prior(choices=(10, 20, 30), centre=20, confidence=0.3)  # peft's default
 
 # 002's early stopping: 3 evaluations without improvement. Its threshold 0.001
-# is absolute; the plateau detector uses a relative one instead (any loss scale).
-EARLY_STOPPING = {"patience": 3, "threshold": 0.001}
+# is absolute; tunefleet's is relative instead (any loss scale): the best eval loss
+# improving by less than 0.5% over 3 evaluations (the plateau detector's defaults).
+EARLY_STOPPING = {"patience": 3, "min_improvement": 0.005}
 # Overfitting: 000 flags eval > 1.5 x train, 002 flags eval - train > 0.1.
 # Both must hold: the ratio keeps the absolute rule from firing at a high loss
 # (3.00 vs 3.11), the gap keeps the ratio from firing near zero (0.01 vs 0.02).

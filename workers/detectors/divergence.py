@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from search.spec import Detectors  # the thresholds' one home
+
 import math
 
 from workers.detectors.verdict import Verdict
@@ -17,7 +19,7 @@ class DivergenceDetector:
     One noisy step never counts: the EMA and the patience absorb it.
     """
 
-    def __init__(self, ratio: float = 2.0, rise: float = 0.2, patience: int = 5, smoothing: float = 0.3):
+    def __init__(self, ratio: float = Detectors.divergence_ratio, rise: float = Detectors.divergence_rise, patience: int = Detectors.divergence_patience, smoothing: float = 0.3):
         self.ratio, self.rise, self.patience, self.smoothing = ratio, rise, patience, smoothing
         self.first = self.ema = self.minimum = None
         self.above = 0

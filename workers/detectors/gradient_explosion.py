@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from search.spec import Detectors  # the thresholds' one home
+
 import math
 import statistics
 
@@ -13,7 +15,7 @@ class GradientExplosionDetector:
     seed's single-value rule would end healthy runs.
     """
 
-    def __init__(self, ratio: float = 10.0, patience: int = 3, warmup: int = 5):
+    def __init__(self, ratio: float = Detectors.explosion_ratio, patience: int = Detectors.explosion_patience, warmup: int = 5):
         self.ratio, self.patience, self.warmup = ratio, patience, warmup
         self.norms: list[float] = []
         self.above = 0

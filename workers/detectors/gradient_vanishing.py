@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from search.spec import Detectors  # the thresholds' one home
+
 import statistics
 
 from workers.detectors.verdict import Verdict
@@ -12,7 +14,7 @@ class GradientVanishingDetector:
     for another (the seed used an absolute 0.001).
     """
 
-    def __init__(self, ratio: float = 1e-3, patience: int = 5, warmup: int = 5):
+    def __init__(self, ratio: float = Detectors.vanishing_ratio, patience: int = Detectors.vanishing_patience, warmup: int = 5):
         self.ratio, self.patience, self.warmup = ratio, patience, warmup
         self.first: list[float] = []
         self.below = 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from search.spec import Detectors  # the thresholds' one home
+
 from workers.detectors.verdict import Verdict
 
 
@@ -13,7 +15,7 @@ class OverfittingDetector:
     evaluation, not the last log entry (which is usually the evaluation's own).
     """
 
-    def __init__(self, ratio: float = 1.5, gap: float = 0.1, patience: int = 2):
+    def __init__(self, ratio: float = Detectors.overfit_ratio, gap: float = Detectors.overfit_gap, patience: int = Detectors.overfit_patience):
         self.ratio, self.gap, self.patience = ratio, gap, patience
         self.train: list[float] = []
         self.hits = 0

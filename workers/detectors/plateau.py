@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from search.spec import Detectors  # the thresholds' one home
+
 from workers.detectors.verdict import Verdict
 
 
@@ -9,7 +11,7 @@ class PlateauDetector:
     earlier best (relative, so a loss of 0.001 can plateau as well as one of 3).
     """
 
-    def __init__(self, window: int = 3, min_improvement: float = 0.005):
+    def __init__(self, window: int = Detectors.plateau_window, min_improvement: float = Detectors.plateau_min_improvement):
         self.window, self.min_improvement = window, min_improvement
         self.history: list[float] = []
 
