@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from spaces import priors
@@ -55,7 +55,8 @@ class Param:
 
 
 def _param(name: str, prior: priors.Prior) -> Param:
-    return Param(name, prior.low, prior.high, prior.log, prior.choices, prior.centre, prior.confidence)
+    """The searched parameter of a prior: the same fields by name, and its name."""
+    return Param(name, **{f.name: getattr(prior, f.name) for f in fields(prior)})
 
 
 def batch_choices(n_examples: int, epochs: float | None = None) -> tuple[int, ...]:
