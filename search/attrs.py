@@ -1,4 +1,9 @@
-"""Names of the user attrs tunefleet keeps on studies and trials (readable in optuna-dashboard)."""
+"""Names of the user attrs tunefleet keeps on studies and trials (readable in optuna-dashboard),
+and the shapes of the structured ones (plain dicts in storage: JSON, read by any process)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
 
 SPEC = "tunefleet.spec"  # study: the study spec, one JSON document
 CREATED = "tunefleet.created_at"  # study: unix time of `study create` (the wall-hour budget counts from it)
@@ -22,3 +27,33 @@ COST = "tunefleet.cost"  # trial: {"tokens": non-padding tokens trained, "second
 LEASE = "tunefleet.lease"  # trial: {"expires": unix time, "holder": "host:pid"}, renewed by heartbeats
 CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n, "key": k} of its latest checkpoint
 BEST_CHECKPOINT = "tunefleet.best_checkpoint"  # trial: {"artifact", "step", "key", "value"} at its best eval loss
+
+
+class Stop(TypedDict):
+    reason: str
+    at: float  # unix time
+
+
+class Paused(TypedDict):
+    rung: int  # the reporting key of the rung (search/progress.py)
+    step: int  # the optimizer step it paused at
+
+
+class Cost(TypedDict):
+    tokens: int  # non-padding tokens of every batch this trial trained itself
+    seconds: float  # in training
+
+
+class Lease(TypedDict):
+    expires: float  # unix time
+    holder: str  # host:pid
+
+
+class Checkpoint(TypedDict):
+    artifact: str  # id in the artifact store
+    step: int
+    key: int  # the reporting key of the evaluation it follows
+
+
+class BestCheckpoint(Checkpoint):
+    value: float  # the eval loss at that evaluation

@@ -75,4 +75,4 @@ def gpu_hours(trials, now: float) -> float:
 
 def stop(study: optuna.Study, reason: str) -> None:
     """Drain the study: running trials finish, none starts."""
-    study.set_user_attr(attrs.STOP, {"reason": reason, "at": time.time()})
+    study.set_user_attr(attrs.STOP, attrs.Stop(reason=reason, at=time.time()))

@@ -30,7 +30,7 @@ def holder() -> str:
 
 def renew(storage, trial_id: int, seconds: float) -> None:
     """Raises optuna's UpdateFinishedTrialError once the trial is no longer running."""
-    storage.set_trial_system_attr(trial_id, attrs.LEASE, {"expires": time.time() + seconds, "holder": holder()})
+    storage.set_trial_system_attr(trial_id, attrs.LEASE, attrs.Lease(expires=time.time() + seconds, holder=holder()))
 
 
 def expired(study: optuna.Study, lease_seconds: float, now: float | None = None, trials: list | None = None) -> list:

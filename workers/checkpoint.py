@@ -47,12 +47,12 @@ class CheckpointCallback(TrainerCallback):
                 tar.add(folder, arcname=".")
             f.seek(0)
             self.store.write(artifact, f)
-        new_latest = {"artifact": artifact, "step": step, "key": self.keys.get(step, step)}
+        new_latest = attrs.Checkpoint(artifact=artifact, step=step, key=self.keys.get(step, step))
         storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
         loss = self._losses.get(step)
         new_best = best
         if loss is not None and math.isfinite(loss) and (best is None or loss < best["value"]):
-            new_best = {**new_latest, "value": loss}
+            new_best = attrs.BestCheckpoint(**new_latest, value=loss)
             storage.set_trial_system_attr(trial_id, attrs.BEST_CHECKPOINT, new_best)
         _remove_unreferenced(self.store, [latest, best], [new_latest, new_best])
 

@@ -26,13 +26,13 @@ class CostCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self.trial.set_user_attr(attrs.COST, self.so_far(state))
 
-    def so_far(self, state) -> dict:
+    def so_far(self, state) -> attrs.Cost:
         if self._base is None:
-            return {"tokens": self.tokens, "seconds": round(self.seconds, 3)}
-        return {"tokens": self.tokens + int(state.num_input_tokens_seen - self._base),
-                "seconds": round(self.seconds + time.perf_counter() - self._started, 3)}
+            return attrs.Cost(tokens=self.tokens, seconds=round(self.seconds, 3))
+        return attrs.Cost(tokens=self.tokens + int(state.num_input_tokens_seen - self._base),
+                          seconds=round(self.seconds + time.perf_counter() - self._started, 3))
 
-    def settle(self, state) -> dict:
+    def settle(self, state) -> attrs.Cost:
         """Closes the attempt (train() returned or raised); the cost so far."""
         total = self.so_far(state)
         self.tokens, self.seconds = total["tokens"], total["seconds"]

@@ -170,7 +170,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         trial.set_user_attr(attrs.INFEASIBLE, f"out of memory at micro-batch 1 (effective batch {params['batch_size']})")
         state, outcome = TrialState.PRUNED, "infeasible: out of memory even at micro-batch 1"
     elif callback.paused:
-        trial.set_user_attr(attrs.PAUSED, {"rung": verdict.evidence["rung"], "step": verdict.step})
+        trial.set_user_attr(attrs.PAUSED, attrs.Paused(rung=verdict.evidence["rung"], step=verdict.step))
         trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
         state, outcome = TrialState.PRUNED, (f"paused at the rung at step {verdict.step} (rank "
                                              f"{verdict.evidence['rank']} of {verdict.evidence['reached']}); "
