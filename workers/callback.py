@@ -15,7 +15,7 @@ from workers.detectors import (DivergenceDetector, GradientExplosionDetector, Gr
 
 # Verdicts of convergence: the trial ends early as COMPLETE, its value the best eval loss it
 # reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
-EARLY_STOPPING = ("plateau", "overfitting")
+EARLY_STOPPING = (PlateauDetector.name, OverfittingDetector.name)  # convergence: they complete a trial
 PAUSE = "rung"  # the asha pruner's verdict: paused at a rung, its checkpoint kept for a promotion
 
 
@@ -84,7 +84,7 @@ class PruningCallback(TrainerCallback):
             return
         step, loss = state.global_step, float(metrics["eval_loss"])
         if not math.isfinite(loss):
-            return self._end(Verdict("divergence", step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
+            return self._end(Verdict(DivergenceDetector.name, step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
         best_before = self.best
         new_best = best_before is None or loss < best_before
         self.trial.report(loss, self.key(step))

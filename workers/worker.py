@@ -31,6 +31,7 @@ from search.study import load, space_of
 from spaces.space import suggest
 from storage import behind_coordinator, open_artifacts, open_storage, outage
 from storage import optuna_compat as compat
+from workers.detectors import DivergenceDetector
 from workers.quiet import quiet_libraries
 from workers.signals import Stop
 
@@ -195,7 +196,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
                       keep_best=callback.paused or state == TrialState.COMPLETE)
     if state == TrialState.COMPLETE:
         checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
-    if state == TrialState.PRUNED and verdict is not None and verdict.detector == "divergence" \
+    if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
             and _retry_at_half_lr(study, trial, params, callback.spec):
         outcome += "; queued again at half the learning rate"
     return outcome

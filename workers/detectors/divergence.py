@@ -19,6 +19,8 @@ class DivergenceDetector:
     One noisy step never counts: the EMA and the patience absorb it.
     """
 
+    name = "divergence"  # the verdict's detector, as trials and reports show it
+
     def __init__(self, ratio: float = Detectors.divergence_ratio, rise: float = Detectors.divergence_rise, patience: int = Detectors.divergence_patience, smoothing: float = 0.3):
         self.ratio, self.rise, self.patience, self.smoothing = ratio, rise, patience, smoothing
         self.first = self.ema = self.minimum = None
@@ -26,18 +28,18 @@ class DivergenceDetector:
 
     def update(self, step: int, loss: float) -> Verdict | None:
         if not math.isfinite(loss):
-            return Verdict("divergence", step, {"rule": "non-finite loss", "loss": str(loss)})
+            return Verdict(self.name, step, {"rule": "non-finite loss", "loss": str(loss)})
         if self.first is None:
             self.first = self.ema = self.minimum = loss
             return None
         if loss > self.ratio * self.first:
-            return Verdict("divergence", step, {
+            return Verdict(self.name, step, {
                 "rule": f"loss above {self.ratio:g}x its first value", "loss": loss, "first_loss": self.first})
         self.ema = self.smoothing * loss + (1 - self.smoothing) * self.ema
         self.minimum = min(self.minimum, self.ema)
         self.above = self.above + 1 if self.ema > (1 + self.rise) * self.minimum else 0
         if self.above >= self.patience:
-            return Verdict("divergence", step, {
+            return Verdict(self.name, step, {
                 "rule": f"smoothed loss {self.rise:.0%} above its minimum for {self.patience} steps",
                 "smoothed_loss": self.ema, "minimum": self.minimum})
         return None

@@ -14,6 +14,8 @@ class GradientVanishingDetector:
     for another (the seed used an absolute 0.001).
     """
 
+    name = "gradient_vanishing"  # the verdict's detector, as trials and reports show it
+
     def __init__(self, ratio: float = Detectors.vanishing_ratio, patience: int = Detectors.vanishing_patience, warmup: int = 5):
         self.ratio, self.patience, self.warmup = ratio, patience, warmup
         self.first: list[float] = []
@@ -26,7 +28,7 @@ class GradientVanishingDetector:
         reference = statistics.median(self.first)
         self.below = self.below + 1 if grad_norm < self.ratio * reference else 0
         if self.below >= self.patience:
-            return Verdict("gradient_vanishing", step, {
+            return Verdict(self.name, step, {
                 "rule": f"gradient norm below {self.ratio:g}x its early median for {self.patience} steps",
                 "grad_norm": grad_norm, "early_median": reference})
         return None

@@ -15,6 +15,8 @@ class OverfittingDetector:
     evaluation, not the last log entry (which is usually the evaluation's own).
     """
 
+    name = "overfitting"  # the verdict's detector, as trials and reports show it
+
     def __init__(self, ratio: float = Detectors.overfit_ratio, gap: float = Detectors.overfit_gap, patience: int = Detectors.overfit_patience):
         self.ratio, self.gap, self.patience = ratio, gap, patience
         self.train: list[float] = []
@@ -31,7 +33,7 @@ class OverfittingDetector:
         over = eval_loss > self.ratio * train and eval_loss - train > self.gap
         self.hits = self.hits + 1 if over else 0
         if self.hits >= self.patience:
-            return Verdict("overfitting", step, {
+            return Verdict(self.name, step, {
                 "rule": f"eval loss above {self.ratio:g}x and {self.gap:g} over train loss at "
                         f"{self.patience} evaluations",
                 "eval_loss": eval_loss, "train_loss": train})

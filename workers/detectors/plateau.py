@@ -11,6 +11,8 @@ class PlateauDetector:
     earlier best (relative, so a loss of 0.001 can plateau as well as one of 3).
     """
 
+    name = "plateau"  # the verdict's detector, as trials and reports show it
+
     def __init__(self, window: int = Detectors.plateau_window, min_improvement: float = Detectors.plateau_min_improvement):
         self.window, self.min_improvement = window, min_improvement
         self.history: list[float] = []
@@ -23,7 +25,7 @@ class PlateauDetector:
         recent = min(self.history[-self.window:])
         improvement = (before - recent) / abs(before) if before else 0.0
         if improvement < self.min_improvement:
-            return Verdict("plateau", step, {
+            return Verdict(self.name, step, {
                 "rule": f"best loss improved by less than {self.min_improvement:.1%} over {self.window} evaluations",
                 "improvement": improvement, "best_before": before, "best_recent": recent})
         return None
