@@ -149,7 +149,7 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
     from workers.inputs import spec_from_inputs
     from spaces.overrides import read_space_file
 
-    spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, revision=revision,
+    spec = spec_from_inputs(_local_or_id(model), _local_or_id(dataset), method, revision=revision,
                             dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
                             train_on=train_on, chat_template=chat_template, packing=packing, n_trials=n_trials, epochs=epochs, max_steps=max_steps, eval_steps=eval_steps,
                             max_tokens=max_tokens, seq_len=seq_len,
@@ -240,13 +240,6 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
                  threads=connections + 4))
 
 
-def _model_name(model: str) -> str:
-    """A local directory as an absolute path; a hub id as the user spelled it (spaces/hub.py)."""
-    from spaces.hub import is_local
-
-    return str(Path(model).absolute()) if is_local(model) else model
-
-
 def _local_or_id(source: str) -> str:
     """A file or directory as an absolute path (workers may start elsewhere); a hub id as spelled."""
     return str(Path(source).absolute()) if Path(source).exists() else source
@@ -310,7 +303,7 @@ def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, trai
     from workers.inputs import spec_from_inputs
     from workers.lr_finder import plot, run_for_spec
 
-    spec = spec_from_inputs(_model_name(model), _local_or_id(dataset), method, seq_len=seq_len, revision=revision,
+    spec = spec_from_inputs(_local_or_id(model), _local_or_id(dataset), method, seq_len=seq_len, revision=revision,
                             dataset_split=dataset_split, eval_dataset=eval_dataset, columns=columns,
                             train_on=train_on, chat_template=chat_template, packing=packing)
     found = run_for_spec(spec, steps, min_lr, max_lr)

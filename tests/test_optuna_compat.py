@@ -68,5 +68,4 @@ def test_the_grpc_proxy_internals(tmp_path):
     study.tell(study.ask(), 2.0)
     encoded = compat.to_proto_trial(study.get_trials()[0])
     assert isinstance(encoded, compat.api_pb2.Trial) and encoded.trial_id == compat.trial_id(study.get_trials()[0])
-    proxy = compat.HookedGrpcStorageProxy
-    assert {"make_channel", "read_again", "_setup"} <= set(vars(proxy))
+    # HookedGrpcStorageProxy's hooks are exercised against a real proxy by tests/test_snapshot.py.

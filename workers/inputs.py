@@ -17,9 +17,9 @@ def spec_from_inputs(model: str, dataset: str, method: str, **options) -> StudyS
     from spaces.model import dimensions, parameter_count, read_model_config
 
     path = resolve(model, options.get("revision"))
-    read_model_config(path)  # its errors (no config, no tokenizer) are the user's to see
+    config = read_model_config(path)  # its errors (no config, no tokenizer) are the user's to see
     try:
-        hidden_size = dimensions(read_model_config(path))["hidden"]
+        hidden_size = dimensions(config)["hidden"]
     except InputError:  # an unusual config: no width correction
         hidden_size = 0
     n_params = options.pop("n_params", None) or parameter_count(path)[0]
