@@ -18,28 +18,29 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, attrs, budget, leases, ready
+from search import asha, attrs, budget, leases, ready, ready_wire
+from search.logs import LOG
 from search.spec import StudySpec
-from storage import behind_coordinator, claim_lock
+from storage import Backend
 from storage import optuna_compat as compat
 
 
-def claim(study: optuna.Study, storage, url, spec: StudySpec, device: dict | None = None,
-          say=lambda message: None) -> optuna.Trial | None:
+def claim(study: optuna.Study, storage, where: Backend, spec: StudySpec,
+          device: dict | None = None) -> optuna.Trial | None:
     """The next trial, or None if the study's budget is spent or (behind a coordinator)
     none is queued for now. Trials whose worker's lease ran out are queued again first,
     and paused configurations that earned a promotion (search/asha.py) before new ones."""
-    if behind_coordinator(url):  # it re-queues, promotes, enforces budgets and queues trials
-        trial = ready.pop(study)
+    if where.behind_coordinator:  # it re-queues, promotes, enforces budgets and queues trials
+        trial = ready_wire.pop(study)
         if trial is None:
             return None
         leases.renew(storage, compat.trial_id(trial), spec.lease_seconds)
     else:
-        with claim_lock(storage, url, study.study_name):
+        with where.claim_lock(storage, study.study_name):
             # Re-read: `study create --resume` may have raised the budget meanwhile.
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
             for number in leases.requeue_expired(study, spec):
-                say(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
+                LOG.info(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
             trial = next_trial(study, spec)
             if trial is None:
                 return None

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
+from search import views
 from search.spec import TRAIN_ON, StudySpec
-from spaces.priors import METHODS
+from spaces.methods import METHODS
 from spaces.errors import InputError
 from storage import StorageError
 
@@ -174,12 +175,8 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
     created = create(_open(storage_url), name, spec, resume=resume)
     queued = sum(t.state.name == "WAITING" for t in created.get_trials(deepcopy=False))
     if as_json:
-        _print_json({"study": name, "spec": spec.to_dict(), "queued": queued})
-    else:
-        size = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs:g} epochs"
-        click.echo(f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} configurations of "
-                   f"{size}, pruner {spec.pruner}; {queued} starting config(s) queued.\n"
-                   f"start workers with: tunefleet worker {name}")
+        return _print_json({"study": name, "spec": spec.to_dict(), "queued": queued})
+    click.echo(views.created(name, spec, queued))
 
 
 @study.command("stop")
@@ -203,10 +200,10 @@ def study_stop(name, storage_url):
 def study_delete(name, artifacts, storage_url):
     """Delete study NAME, its trials and their checkpoints, until it is gone."""
     from search.study import delete
-    from storage import open_artifacts
+    from storage import backend
 
     storage = _open(storage_url)
-    removed = delete(storage, open_artifacts(storage, storage_url, artifacts), name)
+    removed = delete(storage, backend(storage_url).artifacts(storage, artifacts), name)
     click.echo(f"study '{name}' deleted, with {removed} artifact(s)")
 
 
@@ -224,20 +221,20 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
     import optuna
 
     from search.coordinator import run
-    from storage import open_storage, resolve_url
+    from storage import backend
     from storage.urls import grpc_address
 
+    where = backend(storage_url)
     address = None
     if serve:
         try:
             address = grpc_address(f"grpc://{serve}")
         except ValueError:
             raise InputError(f"--serve takes HOST:PORT, not '{serve}'") from None
-        if not resolve_url(storage_url).startswith("postgresql"):
+        if where.kind != "postgresql":
             raise InputError("--serve needs a PostgreSQL storage (--storage postgresql://...)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sys.exit(run(open_storage(storage_url, connections=connections), storage_url, interval, once, address, artifacts,
-                 threads=connections + 4))
+    sys.exit(run(where.open(connections), where, interval, once, address, artifacts, threads=connections + 4))
 
 
 def _local_or_id(source: str) -> str:
@@ -262,7 +259,6 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
     """Recommend one configuration from the priors, with its peak-memory estimate.
 
     Exits 1 when the method does not fit the GPU (and says what does)."""
-    from search.suggest_view import render
     from spaces.dataset import read_dataset
     from spaces.hub import resolve
     from spaces.model import dimensions, parameter_count, read_model_config
@@ -279,7 +275,7 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
         n_embedding, n_params = round(n_embedding * model_params / n_params), int(model_params)
     _, records = read_dataset(dataset, dataset_split, columns)
     result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len, batch_size)
-    click.echo(render(result, fmt))
+    click.echo(views.suggestion(result, fmt))
     sys.exit(0 if result["memory"]["fits"] else 1)
 
 
@@ -311,9 +307,7 @@ def lr_find(model, revision, dataset, dataset_split, eval_dataset, columns, trai
     if as_json:
         return _print_json({"suggestion": found.suggestion, "stopped_early": found.stopped_early,
                             "lrs": found.lrs, "smoothed_losses": found.losses, "plot": str(out)})
-    tail = ", stopped on divergence" if found.stopped_early else ""
-    click.echo(f"{len(found.lrs)} steps from {min_lr:.0e}{tail}; plot: {out}")
-    click.echo(f"suggested learning rate: {found.suggestion:.2e}" if found.suggestion else "no suggestion")
+    click.echo(views.lr_found(found, min_lr, out))
 
 
 @cli.command()
@@ -330,11 +324,7 @@ def schedules(steps, warmup_ratio, learning_rate, out):
     warmup = round(warmup_ratio * steps)
     lr_curves = curves(steps, warmup, learning_rate)
     plot(lr_curves, warmup, Path(out))
-    marks = [0, warmup, steps // 4, steps // 2, 3 * steps // 4, steps - 1]
-    click.echo(f"{'step':<22}" + "".join(f"{m:>10}" for m in marks))
-    for name, lrs in lr_curves.items():
-        click.echo(f"{name:<22}" + "".join(f"{lrs[m]:>10.2e}" for m in marks))
-    click.echo(f"plot: {out}")
+    click.echo(views.schedules(lr_curves, warmup, steps, Path(out)))
 
 
 artifacts_option = click.option(
@@ -407,34 +397,12 @@ def ray_workers(name, address, num_workers, fill, gpus_per_worker, cpus_per_work
 @json_option
 def status(name, storage_url, as_json):
     """Trial counts by state, the best so far, running trials and prune reasons."""
-    from search.report import describe_prune
     from search.report import status as build
 
     report = build(*_load(storage_url, name))
     if as_json:
         return _print_json(report)
-    counts = "  ".join(f"{k} {v}" for k, v in report["counts"].items() if v)
-    click.echo(f"study {report['study']} ({report['method']}), {report['configurations']} of "
-               f"{report['n_trials']} configurations: {counts or 'no trials'}"
-               + (f" ({report['paused']} of the pruned paused at a rung)" if report["paused"] else ""))
-    compute = report["compute"]
-    limit = f" of {report['max_tokens']:,}" if report["max_tokens"] else ""
-    click.echo(f"compute: {compute['tokens']:,}{limit} training tokens, {compute['seconds']:.1f} s in training")
-    if report["stopped"]:
-        click.echo(f"stopped: {report['stopped']}")
-    if report["best"]:
-        best = report["best"]
-        click.echo(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
-        click.echo("  " + " ".join(f"{k}={_short(v)}" for k, v in best["params"].items()))
-    for r in report["running"]:
-        click.echo(f"running: trial {r['number']} on {r['host']} pid {r['pid']} for {r['running_s']} s, "
-                   f"step {r['last_step']}, eval loss {_short(r['last_value'])}")
-    for p in report["pruned"]:
-        click.echo(f"pruned: trial {p['number']} {describe_prune(p)}")
-
-
-def _short(value):
-    return f"{value:.4g}" if isinstance(value, float) else value
+    click.echo(views.status(report))
 
 
 @cli.command()
@@ -460,20 +428,7 @@ def trials(name, storage_url, as_json, as_csv):
     rows = build(*_load(storage_url, name))
     if as_json:
         return _print_json(rows)
-    if as_csv:
-        import csv
-
-        flat = [{k: v for k, v in r.items() if k not in ("params", "cost")}
-                | {f"params_{k}": v for k, v in r["params"].items()}
-                | {"tokens": r["cost"].get("tokens"), "seconds": r["cost"].get("seconds")} for r in rows]
-        columns = list(dict.fromkeys(k for r in flat for k in r))
-        writer = csv.DictWriter(sys.stdout, columns)
-        writer.writeheader()
-        return writer.writerows(flat)
-    for r in rows:
-        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
-        tokens = f"{r['cost']['tokens']:,}" if r["cost"].get("tokens") is not None else "-"
-        click.echo(f"{r['number']:>4} {r['state']:<8} {value:>8} {tokens:>12} tokens  {r['ended']}")
+    click.echo(views.trials_csv(rows) if as_csv else views.trials(rows))
 
 
 @cli.command("export")
@@ -487,16 +442,15 @@ def trials(name, storage_url, as_json, as_csv):
 def export_cmd(name, out, number, merge, artifacts, storage_url, as_json):
     """Write a trial's kept weights as a finished model: adapter (or model), its training
     arguments and peft config, a `trl sft` config and a README."""
-    from storage import open_artifacts
+    from storage import backend
     from workers.export_trial import export_trial
 
     storage = _open(storage_url)
     study, spec = _load(storage_url, name)
-    record = export_trial(study, spec, open_artifacts(storage, storage_url, artifacts), Path(out), number, merge)
+    record = export_trial(study, spec, backend(storage_url).artifacts(storage, artifacts), Path(out), number, merge)
     if as_json:
         return _print_json(record)
-    click.echo(f"trial {record['trial']} (eval loss {record['value']:.4f} at step {record['step']}) exported to "
-               f"{record['out']}" + (" with the merged model" if merge else ""))
+    click.echo(views.exported(record, merge))
 
 
 @cli.command()
@@ -509,12 +463,7 @@ def studies(storage_url, as_json):
     rows = build(_open(storage_url))
     if as_json:
         return _print_json(rows)
-    if not rows:
-        click.echo("no studies")
-    for r in rows:
-        best_value = f"{r['best_value']:.4f}" if r["best_value"] is not None else "-"
-        click.echo(f"{r['name']}: {r['method']}, {r['complete']} complete, {r['pruned']} pruned, "
-                   f"{r['running']} running of {r['n_trials']}; best {best_value}")
+    click.echo(views.studies(rows))
 
 
 @cli.command()
@@ -525,10 +474,11 @@ def studies(storage_url, as_json):
 def dashboard(host, port, storage_url, artifacts):
     """Serve optuna-dashboard on the same storage, with the trials' curves."""
     from search.dashboard import serve
-    from storage import open_artifacts, redact, resolve_url
+    from storage import backend
 
     storage = _open(storage_url)
-    serve(storage, open_artifacts(storage, storage_url, artifacts), host, port, redact(resolve_url(storage_url)))
+    where = backend(storage_url)
+    serve(storage, where.artifacts(storage, artifacts), host, port, where.shown)
 
 
 @cli.command()

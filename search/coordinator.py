@@ -10,22 +10,18 @@ nobody claims."""
 
 from __future__ import annotations
 
-import signal
-import sys
 import time
 
 import optuna
 
-from search import attrs, budget, leases, ready
+from search import attrs, budget, leases, logs, ready, ready_wire
+from search.logs import LOG
+from search.signals import Stop
 from search.spec import StudySpec
-from storage import claim_lock, open_artifacts, outage
+from storage import Backend, outage
 
 
-def say(message: str) -> None:
-    print(f"[coordinator] {message}", file=sys.stderr, flush=True)
-
-
-def sweep(storage, url, window_s: float = 10.0, queue: ready.Queue | None = None) -> list[str]:
+def sweep(storage, where: Backend, window_s: float = 10.0, queue: ready.Queue | None = None) -> list[str]:
     """One pass over all studies; what it did, in words. With a `queue` (workers behind the
     proxy), trials are queued there for the demand of the last `window_s` seconds."""
     events = []
@@ -33,7 +29,7 @@ def sweep(storage, url, window_s: float = 10.0, queue: ready.Queue | None = None
         if attrs.SPEC not in summary.user_attrs:
             continue  # not a tunefleet study
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        with claim_lock(storage, url, study.study_name):
+        with where.claim_lock(storage, study.study_name):
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
             # One read of the trials for the whole pass (each costs more the more workers run),
             # read again only if re-queuing changed them.
@@ -52,39 +48,38 @@ def sweep(storage, url, window_s: float = 10.0, queue: ready.Queue | None = None
     return events
 
 
-def run(storage, url, interval: float, once: bool = False, serve: tuple[str, int] | None = None,
+def run(storage, where: Backend, interval: float, once: bool = False, serve: tuple[str, int] | None = None,
         artifacts: str | None = None, threads: int = 8) -> int:
     from storage import proxy
 
-    stopping = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.append(True))
+    stopping = Stop()
+    logs.to_stderr("coordinator")
     shared = optuna.storages.get_storage(storage)  # one cache of finished trials for sweeps and proxy
     queue = ready.Queue() if serve else None
-    server = proxy.start(shared, open_artifacts(storage, url, artifacts), *serve, threads,
-                         handlers=[ready.handler(queue, shared)]) if serve else None
-    say(f"watching every {interval:g} s" + (f"; serving workers at grpc://{serve[0]}:{serve[1]}" if serve else ""))
+    server = proxy.start(shared, where.artifacts(storage, artifacts), *serve, threads,
+                         handlers=[ready_wire.handler(queue, shared)]) if serve else None
+    LOG.info(f"watching every {interval:g} s" + (f"; serving workers at grpc://{serve[0]}:{serve[1]}" if serve else ""))
     try:
         away = False
-        while not stopping:
+        while not stopping():
             try:
-                events = sweep(shared, url, window_s=2 * interval, queue=queue)
+                events = sweep(shared, where, window_s=2 * interval, queue=queue)
             except Exception as e:
                 if not outage.unreachable(e):
                     raise
                 if not away:  # said once an outage; the proxy answers UNAVAILABLE meanwhile
-                    say(f"storage unreachable ({type(e).__name__}); trying again every {interval:g} s")
+                    LOG.info(f"storage unreachable ({type(e).__name__}); trying again every {interval:g} s")
                 events, away = [], True
             else:
                 if away:
-                    say("storage is back")
+                    LOG.info("storage is back")
                 away = False
             for event in events:
-                say(event)
+                LOG.info(event)
             if once:
                 break
             deadline = time.time() + interval
-            while not stopping and time.time() < deadline:
+            while not stopping() and time.time() < deadline:
                 time.sleep(min(0.2, interval))
     finally:
         if server is not None:

@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 
 from search import attrs, budget
 from search.report import best as best_report
-from search.report import describe_prune
+from search.views import describe_prune
 from search.study import create, load
 from workers.inputs import spec_from_inputs
-from storage import open_storage, redact, resolve_url
+from storage import backend
 
 
 def _line(trial) -> str:
@@ -59,16 +59,16 @@ def run(n_workers: int, n_trials: int, epochs: float, cache: Path, url: str | No
     from workers.tiny import build_assets
 
     model_dir, dataset = build_assets(cache)
-    url = resolve_url(url)
-    storage = open_storage(url)
+    where = backend(url)
+    storage = where.open()
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     spec = spec_from_inputs(str(model_dir.absolute()), str(dataset.absolute()), "lora", n_trials=n_trials,
                             epochs=epochs, seq_len=96)
     create(storage, name, spec)
     print(f"study {name}: LoRA on {spec.n_examples} examples, {n_trials} configurations of {epochs:g} epochs "
-          f"(asha: paused at rungs, the best promoted), {n_workers} workers; storage {redact(url)}", flush=True)
+          f"(asha: paused at rungs, the best promoted), {n_workers} workers; storage {where.shown}", flush=True)
     threads = max(1, (os.cpu_count() or 1) // n_workers)
-    env = {**os.environ, "TUNEFLEET_STORAGE": url}  # not on the command line, where ps would show a password
+    env = {**os.environ, "TUNEFLEET_STORAGE": where.url}  # not on the command line, where ps would show a password
     logs = [open(cache / f"{name}-worker{i}.log", "w") for i in range(n_workers)]
     workers = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", name, "--threads", str(threads)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
@@ -97,7 +97,7 @@ def run(n_workers: int, n_trials: int, epochs: float, cache: Path, url: str | No
     print(f"best: trial {best['number']}, eval loss {best['value']:.4f}")
     for k, v in best["params"].items():
         print(f"  {k} = {v}")
-    storage_arg = "" if "TUNEFLEET_STORAGE" in os.environ or url == resolve_url(None) else f" --storage '{redact(url)}'"
-    print(f"\nsee every trial, its curve and why it ended: tunefleet dashboard{storage_arg}")
-    print(f"full config as JSON: tunefleet best {name}{storage_arg}")
+    shown = "" if "TUNEFLEET_STORAGE" in os.environ or where == backend(None) else f" --storage '{where.shown}'"
+    print(f"\nsee every trial, its curve and why it ended: tunefleet dashboard{shown}")
+    print(f"full config as JSON: tunefleet best {name}{shown}")
     return 0

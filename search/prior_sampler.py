@@ -9,7 +9,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from spaces.space import Param
+from spaces.param import Param
 from storage import optuna_compat as compat
 
 

@@ -3,7 +3,7 @@
 Behind the proxy a worker cannot lock the study, so it must not create trials:
 two workers could both take the last one. The coordinator, the only creator
 there, keeps WAITING trials queued within the budget and hands them out itself
-(the Take call, beside the storage service): each id goes to one worker, which
+(the Take call, beside the storage service: search/ready_wire.py): each id goes to one worker, which
 the coordinator moves WAITING -> RUNNING as Optuna's ask() does, so hundreds of
 workers never race for the same row, and a worker asking while none is queued
 costs the database nothing. The worker samples its params then, from the
@@ -18,7 +18,6 @@ workers that asked in vain since the last sweep, and at least MIN_READY.
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 
@@ -30,7 +29,6 @@ from storage import optuna_compat as compat
 
 MIN_READY = 4
 TICKET = "ready queue"  # attrs.SOURCE of a queued trial without params
-SERVICE = "tunefleet.Ready"
 
 
 class Queue:
@@ -103,30 +101,6 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     return max(wanted, 0)
 
 
-# -- over the wire: the coordinator's side, then the worker's -------------------------------
-
-def handler(queue: Queue, storage):
-    """The Take and Open calls, served beside the storage service (storage/proxy.py)."""
-    import grpc
-
-    def take(request: bytes, context) -> bytes:
-        return json.dumps(queue.take(storage, int(request))).encode()
-
-    def open_(request: bytes, context) -> bytes:
-        return json.dumps(queue.open(int(request))).encode()
-
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Take": grpc.unary_unary_rpc_method_handler(take),
-        "Open": grpc.unary_unary_rpc_method_handler(open_),
-    })
-
-
-def pop(study: optuna.Study) -> optuna.Trial | None:
-    """Takes a ready trial from the coordinator, or None if none is queued for now."""
-    trial_id = _call(study, "Take")
-    return None if trial_id is None else _running(study, trial_id)
-
-
 def take(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
     """A WAITING trial of one's choosing, now RUNNING (None if another took it first)."""
     try:
@@ -134,19 +108,10 @@ def take(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
             return None
     except optuna.exceptions.UpdateFinishedTrialError:
         return None
-    return _running(study, trial_id)
+    return running(study, trial_id)
 
 
-def _running(study: optuna.Study, trial_id: int) -> optuna.Trial:
+def running(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """The Trial object of a trial just moved to RUNNING, as ask() returns it."""
     compat.forget_cached_trials(study)  # as ask() does: sample from the latest history
     return optuna.Trial(study, trial_id)
-
-
-def more_may_come(study: optuna.Study) -> bool:
-    """The coordinator will queue more trials: the study is neither stopped nor spent."""
-    return bool(_call(study, "Open"))
-
-
-def _call(study: optuna.Study, method: str):
-    call = compat.proxy_channel(compat.storage_of(study)).unary_unary(f"/{SERVICE}/{method}")
-    return json.loads(call(str(compat.study_id(study)).encode()))

@@ -9,23 +9,11 @@ import optuna
 from optuna.trial import TrialState
 
 from search import asha, attrs, budget, progress
+from search.views import describe_prune
 from search.spec import StudySpec
 from search.study import space_of
 from spaces import export
 from spaces.errors import InputError
-
-
-def describe_prune(reason: dict) -> str:
-    """One line: which detector ended the trial, when, and on what numbers."""
-    evidence = reason.get("evidence", {})
-    if "median" in evidence:
-        why = (f"best eval loss {evidence['best_loss']:.4f} above the median {evidence['median']:.4f} "
-               f"of {evidence['complete_trials']} complete trials")
-    elif "best_before" in evidence:
-        why = f"{evidence['rule']} ({evidence['best_before']:.4f} -> {evidence['best_recent']:.4f})"
-    else:
-        why = evidence.get("rule", "")
-    return f"by {reason.get('detector', 'unknown')} at step {reason.get('step')}: {why}"
 
 
 def _best(trials) -> optuna.trial.FrozenTrial | None:

@@ -10,7 +10,7 @@ from typing import Any
 from spaces.errors import InputError
 from spaces import hub, priors
 from spaces.dataset import FIELDS
-from spaces.priors import METHODS
+from spaces.methods import METHODS
 from spaces.space import build_space
 
 SAMPLERS = ("prior", "tpe", "random", "gp")
@@ -182,7 +182,7 @@ class StudySpec:
         _require(self.brackets >= 0, "brackets must not be negative")
         _require(self.max_tokens >= 0, "max_tokens must not be negative")
         if self.keep_best is None:
-            self.keep_best = 1 if self.method == "full" else 3
+            self.keep_best = METHODS[self.method].keep_best
         _require(self.keep_best >= 0, "keep_best must not be negative")
         _require(self.seq_len >= 8, "seq_len must be at least 8")
         _require(0 < self.eval_fraction < 1, "eval_fraction must lie strictly between 0 and 1")

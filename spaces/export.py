@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from spaces.methods import method as method_of
+
 
 def split_batch(effective: int, max_micro_batch: int) -> tuple[int, int]:
     """(micro-batch, accumulation) whose product is exactly the effective batch."""
@@ -35,7 +37,7 @@ def training_arguments(params: dict, method: str, max_steps: int, eval_steps: in
         "warmup_steps": round(params["warmup_ratio"] * max_steps),
         "weight_decay": params["weight_decay"],
         "max_grad_norm": params["max_grad_norm"],
-        "optim": "paged_adamw_8bit" if method == "qlora" else "adamw_torch",
+        "optim": method_of(method).optimizer,
         "eval_strategy": "steps",
         "eval_steps": eval_steps,
         "logging_steps": 1,
@@ -47,7 +49,8 @@ def training_arguments(params: dict, method: str, max_steps: int, eval_steps: in
 
 def peft_config(params: dict, method: str) -> dict[str, Any] | None:
     """peft config fields (None for full fine-tuning)."""
-    if method in ("lora", "qlora"):
+    adapter = method_of(method).adapter
+    if adapter == "lora":
         return {
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -56,7 +59,7 @@ def peft_config(params: dict, method: str) -> dict[str, Any] | None:
             "lora_dropout": params["lora_dropout"],
             "target_modules": "all-linear",
         }
-    if method == "prefix":
+    if adapter == "prefix":
         return {
             "peft_type": "PREFIX_TUNING",
             "task_type": "CAUSAL_LM",
@@ -67,7 +70,7 @@ def peft_config(params: dict, method: str) -> dict[str, Any] | None:
 
 def quantization_config(method: str) -> dict[str, Any] | None:
     """BitsAndBytesConfig fields: QLoRA's 4-bit NF4 with double quantization."""
-    if method != "qlora":
+    if not method_of(method).quantized:
         return None
     return {
         "load_in_4bit": True,

@@ -25,6 +25,8 @@ per 2048-token sample whatever the model, and passes a parameter count as GB.
 
 from __future__ import annotations
 
+from spaces.methods import method as method_of
+
 GIB = 2 ** 30
 OVERHEAD = 1 * GIB
 QLORA_BYTES_PER_WEIGHT = 4.127 / 8
@@ -33,9 +35,10 @@ QLORA_BYTES_PER_WEIGHT = 4.127 / 8
 def trainable_parameters(method: str, dims: dict, n_params: int, lora_r: int = 16,
                          num_virtual_tokens: int = 20) -> int:
     h, layers, inter = dims["hidden"], dims["layers"], dims["intermediate"]
-    if method == "full":
+    adapter = method_of(method).adapter
+    if adapter is None:
         return n_params
-    if method == "prefix":  # a key and a value vector per virtual token and layer
+    if adapter == "prefix":  # a key and a value vector per virtual token and layer
         return num_virtual_tokens * layers * 2 * h
     head_dim = dims.get("head_dim") or h // dims["heads"]
     q, kv = dims["heads"] * head_dim, dims["kv_heads"] * head_dim
@@ -47,16 +50,17 @@ def trainable_parameters(method: str, dims: dict, n_params: int, lora_r: int = 1
 def estimate(method: str, dims: dict, n_params: int, n_embedding: int, micro_batch: int, seq_len: int,
              lora_r: int = 16, num_virtual_tokens: int = 20, checkpointing: bool = True) -> dict[str, float]:
     """Bytes per component for one device: weights, gradients, optimizer, activations, overhead."""
+    m = method_of(method)
     t = trainable_parameters(method, dims, n_params, lora_r, num_virtual_tokens)
-    if method == "full":
-        weights, gradients, optimizer = 2 * n_params, 2 * t, 12 * t
-    elif method in ("lora", "prefix"):  # frozen bf16 base, fp32 adapter or prefix
-        weights, gradients, optimizer = 2 * n_params + 4 * t, 4 * t, 8 * t
-    else:  # qlora
+    if m.adapter is None:  # the bf16 weights are the trained ones
+        weights = 2 * n_params
+    elif m.quantized:  # a 4-bit base but for its embeddings and head, and fp32 adapters
         weights = QLORA_BYTES_PER_WEIGHT * (n_params - n_embedding) + 2 * n_embedding + 4 * t
-        gradients, optimizer = 4 * t, 2 * t
+    else:  # a frozen bf16 base, fp32 adapters or prefixes
+        weights = 2 * n_params + 4 * t
+    gradients, optimizer = m.gradient_bytes * t, m.optimizer_bytes * t
     s, b, h, layers = seq_len, micro_batch, dims["hidden"], dims["layers"]
-    if method == "prefix":
+    if m.adapter == "prefix":
         s += num_virtual_tokens
     per_layer = 34 * s * b * h
     activations = (2 * s * b * h * layers + per_layer) if checkpointing else per_layer * layers

@@ -5,31 +5,18 @@ Sources: 000 = "Hyperparameter Tuning for LLM Fine-Tuning" (reference),
 here and explained in docs/priors.md; tests check every value below against
 that table.
 
-Each searched hyperparameter has a range, a prior centre and a confidence in
-[0, 1]: how sure the documents are of the centre (1: sure, 0: no idea). The
-prior-guided sampler turns centre and confidence into a prior density.
+Each searched hyperparameter is a Param (spaces/param.py): a range, a prior
+centre and a confidence. The prior-guided sampler turns centre and confidence
+into a prior density. What each method trains and how is spaces/methods.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-METHODS = ("full", "lora", "qlora", "prefix")
+from spaces.param import Param
 
 # 002's model-size classes, by parameter count (upper bound exclusive).
 SIZE_CLASSES = (("small", 1e9), ("medium", 10e9), ("large", 30e9), ("xlarge", float("inf")))
 
-
-@dataclass(frozen=True)
-class Prior:
-    """Range, centre and confidence of one hyperparameter (numeric or a set of choices)."""
-
-    low: float | None = None
-    high: float | None = None
-    centre: float | int | str | None = None
-    confidence: float = 0.5
-    log: bool = False
-    choices: tuple | None = None
 
 
 # Learning rate: (low, high, centre) by method and size class, at the method's
@@ -84,18 +71,19 @@ EPOCH_TIERS = ((1_000, 5), (10_000, 3), (float("inf"), 2))
 
 # 002 calls cosine "decay with warm restarts"; that is cosine_with_restarts,
 # which neither document recommends for short fine-tuning runs.
-SCHEDULER = Prior(choices=("cosine", "linear", "constant_with_warmup"), centre="cosine", confidence=0.4)
+SCHEDULER = Param("lr_scheduler_type", choices=("cosine", "linear", "constant_with_warmup"), centre="cosine",
+                  confidence=0.4)
 # 000: 0.03 (LoRA, full) and 0.1 (QLoRA, small data); 002: 0.05 to 0.1 with a
 # 100-step floor that its own 10% cap defeats on short runs: no floor here.
-WARMUP_RATIO = Prior(0.0, 0.1, centre=0.03, confidence=0.4)
-WEIGHT_DECAY = Prior(0.0, 0.1, centre=0.01, confidence=0.5)  # 002: 0.001 less, 0.01 standard, 0.1 more
+WARMUP_RATIO = Param("warmup_ratio", 0.0, 0.1, centre=0.03, confidence=0.4)
+WEIGHT_DECAY = Param("weight_decay", 0.0, 0.1, centre=0.01, confidence=0.5)  # 002: 0.001 less, 0.01 standard, 0.1 more
 # 1.0 in both documents; 0.3 for QLoRA (000's QLoRA config, the QLoRA paper).
-MAX_GRAD_NORM = Prior(choices=(0.3, 0.5, 1.0), centre=1.0, confidence=0.5)
-MAX_GRAD_NORM_QLORA = Prior(choices=(0.3, 0.5, 1.0), centre=0.3, confidence=0.5)
-LORA_RANK = Prior(choices=(4, 8, 16, 32, 64), centre=16, confidence=0.4)  # 000's default r=16
-LORA_ALPHA_RATIO = Prior(choices=(1, 2, 4), centre=2, confidence=0.5)  # 000's alpha=32 for r=16
-LORA_DROPOUT = Prior(0.0, 0.1, centre=0.05, confidence=0.4)  # 000's default
-PREFIX_TOKENS = Prior(choices=(10, 20, 30), centre=20, confidence=0.3)  # peft's default
+MAX_GRAD_NORM = Param("max_grad_norm", choices=(0.3, 0.5, 1.0), centre=1.0, confidence=0.5)
+MAX_GRAD_NORM_QLORA = Param("max_grad_norm", choices=(0.3, 0.5, 1.0), centre=0.3, confidence=0.5)
+LORA_RANK = Param("lora_r", choices=(4, 8, 16, 32, 64), centre=16, confidence=0.4)  # 000's default r=16
+LORA_ALPHA_RATIO = Param("lora_alpha_ratio", choices=(1, 2, 4), centre=2, confidence=0.5)  # 000's alpha=32 for r=16
+LORA_DROPOUT = Param("lora_dropout", 0.0, 0.1, centre=0.05, confidence=0.4)  # 000's default
+PREFIX_TOKENS = Param("num_virtual_tokens", choices=(10, 20, 30), centre=20, confidence=0.3)  # peft's default
 
 # 002's early stopping: 3 evaluations without improvement. Its threshold 0.001
 # is absolute; tunefleet's is relative instead (any loss scale): the best eval loss
@@ -180,9 +168,10 @@ def batch_factor(method: str, batch_size: int | None) -> float:
     return (batch_size / REFERENCE_BATCH[method]) ** BATCH_EXPONENT if batch_size else 1.0
 
 
-def learning_rate(method: str, n_params: float, hidden_size: int = 0, batch_size: int | None = None) -> Prior:
+def learning_rate(method: str, n_params: float, hidden_size: int = 0, batch_size: int | None = None) -> Param:
     """The learning-rate prior at this effective batch (None: the method's reference batch);
     hidden_size 0 means unknown (no width correction)."""
     low, high, centre = LEARNING_RATE[method][size_class(n_params)]
     k = width_factor(hidden_size) * batch_factor(method, batch_size)
-    return Prior(low * k, min(high * k, 1.0), centre=centre * k, confidence=LEARNING_RATE_CONFIDENCE, log=True)
+    return Param("learning_rate", low * k, min(high * k, 1.0), centre=centre * k,
+                 confidence=LEARNING_RATE_CONFIDENCE, log=True)

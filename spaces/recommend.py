@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 from spaces import export, memory, priors
+from spaces.methods import method as method_of
 from spaces.space import prior_space
-
-ALTERNATIVES = {"full": ("lora", "qlora"), "lora": ("qlora",), "prefix": ("qlora",), "qlora": ()}
 
 
 def _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params) -> dict:
@@ -58,7 +57,7 @@ def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_exampl
                       quantization_config=export.quantization_config(method))
     else:
         result["alternatives"] = []
-        for other in ALTERNATIVES[method]:
+        for other in method_of(method).alternatives:
             other_params = {name: p.centre for name, p in prior_space(other, n_params, n_examples,
                                                                           dims["hidden"]).items()}
             other_fit = _fit(other, dims, n_params, n_embedding, batch, seq_len, budget, other_params)

@@ -3,60 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import Any
 
 from spaces import priors
 from spaces.errors import InputError
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched hyperparameter: a numeric range or a set of choices, with
-    the prior's centre and confidence (see spaces/priors.py)."""
-
-    name: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple | None = None
-    centre: Any = None
-    confidence: float = 0.5
-    batch_exponent: float = 0.0
-    """The centre moves with the trial's effective batch as (batch / centre_batch) ** this."""
-    centre_batch: int = 0
-    """The effective batch the centre is stated at."""
-
-    def centre_for(self, batch_size: int | None) -> Any:
-        """The prior's centre for a trial of this effective batch (the learning rate's moves with it)."""
-        if not (self.batch_exponent and self.centre_batch and batch_size):
-            return self.centre
-        return self.nearest(self.centre * (batch_size / self.centre_batch) ** self.batch_exponent)
-
-    def contains(self, value: Any) -> bool:
-        if self.choices is not None:
-            return value in self.choices
-        return self.low <= value <= self.high
-
-    def nearest(self, value: Any) -> Any:
-        """The value itself if inside, else the closest one that is."""
-        if self.choices is not None:
-            if value in self.choices:
-                return value
-            if isinstance(value, str):
-                return self.centre
-            return min(self.choices, key=lambda c: abs(c - value))
-        return min(max(value, self.low), self.high)
-
-    def suggest(self, trial) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-
-
-def _param(name: str, prior: priors.Prior) -> Param:
-    """The searched parameter of a prior: the same fields by name, and its name."""
-    return Param(name, **{f.name: getattr(prior, f.name) for f in fields(prior)})
+from spaces.methods import method as method_of
+from spaces.param import Param
 
 
 def batch_choices(n_examples: int, epochs: float | None = None) -> tuple[int, ...]:
@@ -84,19 +37,9 @@ def prior_space(method: str, n_params: float, n_examples: int, hidden_size: int 
     low, _ = priors.batch_tier(n_examples, epochs)
     batch = Param("batch_size", choices=batch_choices(n_examples, epochs), centre=low,
                   confidence=priors.BATCH_CONFIDENCE)
-    params = [
-        batch,
-        learning_rate_param(method, n_params, hidden_size, batch),
-        _param("lr_scheduler_type", priors.SCHEDULER),
-        _param("warmup_ratio", priors.WARMUP_RATIO),
-        _param("weight_decay", priors.WEIGHT_DECAY),
-        _param("max_grad_norm", priors.MAX_GRAD_NORM_QLORA if method == "qlora" else priors.MAX_GRAD_NORM),
-    ]
-    if method in ("lora", "qlora"):
-        params += [_param("lora_r", priors.LORA_RANK), _param("lora_alpha_ratio", priors.LORA_ALPHA_RATIO),
-                   _param("lora_dropout", priors.LORA_DROPOUT)]
-    if method == "prefix":
-        params.append(_param("num_virtual_tokens", priors.PREFIX_TOKENS))
+    m = method_of(method)
+    params = (batch, learning_rate_param(method, n_params, hidden_size, batch), priors.SCHEDULER,
+              priors.WARMUP_RATIO, priors.WEIGHT_DECAY, m.max_grad_norm, *m.params)
     return {p.name: p for p in params}
 
 

@@ -1,9 +1,8 @@
-"""One place that turns a storage URL into an Optuna storage."""
+"""One place that turns a storage URL into an Optuna storage, its artifact store and its
+claim lock: storage/backend.py."""
 
+from storage.backend import Backend, backend, open_storage
 from storage.errors import StorageError
-from storage.artifacts import open_artifacts
-from storage.claim_lock import claim_lock
-from storage.open import open_storage
-from storage.urls import behind_coordinator, redact, resolve_url
+from storage.urls import redact, resolve_url
 
-__all__ = ["StorageError", "behind_coordinator", "claim_lock", "open_artifacts", "open_storage", "redact", "resolve_url"]
+__all__ = ["Backend", "StorageError", "backend", "open_storage", "redact", "resolve_url"]

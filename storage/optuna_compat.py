@@ -49,6 +49,12 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def rdb_of(storage) -> optuna.storages.BaseStorage:
+    """The RDBStorage behind the cache of finished trials that optuna.storages.get_storage
+    wraps it in, or the storage itself."""
+    return getattr(storage, "_backend", storage)
+
+
 def study_id(study: optuna.Study) -> int:
     return study._study_id
 

@@ -46,16 +46,6 @@ def grpc_address(url: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def rdb_of(storage):
-    """The RDBStorage behind Optuna's cache of finished trials, or the storage itself."""
-    return getattr(storage, "_backend", storage)
-
-
-def behind_coordinator(url: str | None) -> bool:
-    """Workers on this storage reach the database through the coordinator's proxy."""
-    return grpc_address(resolve_url(url)) is not None
-
-
 def redact(url: str) -> str:
     """The URL with any password replaced by ***."""
     return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)  # to the last @: passwords may hold one

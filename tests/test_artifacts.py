@@ -8,7 +8,7 @@ import os
 import pytest
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from storage import open_artifacts, open_storage
+from storage import backend, open_storage
 from storage import pg_artifacts
 
 
@@ -21,7 +21,7 @@ def store(request, tmp_path):
         url = request.getfixturevalue("pg_url")
     else:
         url = f"journal:{tmp_path / 'journal.log'}"
-    yield open_artifacts(open_storage(url), url)
+    yield backend(url).artifacts(open_storage(url))
 
 
 def _served(tmp_path):
@@ -71,7 +71,7 @@ def test_empty_artifact_overwrite_and_remove(store):
 
 
 def test_a_failed_upload_leaves_nothing(pg_url):
-    store = open_artifacts(open_storage(pg_url), pg_url)
+    store = backend(pg_url).artifacts(open_storage(pg_url))
 
     class Broken(io.RawIOBase):
         def read(self, n=-1):
@@ -84,6 +84,6 @@ def test_a_failed_upload_leaves_nothing(pg_url):
 
 
 def test_an_explicit_directory_wins(tmp_path, pg_url):
-    store = open_artifacts(open_storage(pg_url), pg_url, directory=str(tmp_path / "shared"))
+    store = backend(pg_url).artifacts(open_storage(pg_url), str(tmp_path / "shared"))
     store.write("x", io.BytesIO(b"on the shared disk"))
     assert (tmp_path / "shared" / "x").read_bytes() == b"on the shared disk"

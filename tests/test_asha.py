@@ -12,10 +12,11 @@ from search import asha, attrs, budget
 from search.spec import Detectors, StudySpec
 from search.study import create, load, space_of
 from spaces.space import suggest
-from storage import open_artifacts, open_storage
+from storage import backend, open_storage
 from workers.train import Resident
 from search.claim import claim
-from workers.worker import report, train
+from workers.trial_outcome import report
+from workers.trial_run import train
 
 QUIET = Detectors(divergence_ratio=1e30, divergence_rise=1e30, divergence_patience=10**9,
                   plateau_window=10**9, plateau_min_improvement=0.0)
@@ -33,9 +34,9 @@ def test_promotions_continue_from_the_checkpoint_on_another_worker(tiny, tmp_pat
     create(storage, "asha", _spec(tiny, n_trials=5, eta=2, min_fraction=0.25,  # rungs at steps 3, 6, 12
                                   brackets=1))
     study, spec = load(storage, "asha", seed=1)
-    store = open_artifacts(storage, url)
+    store = backend(url).artifacts(storage)
     workers, worker_of = [Resident(spec), Resident(spec)], {}
-    while (trial := claim(study, storage, url, spec)) is not None:
+    while (trial := claim(study, storage, backend(url), spec)) is not None:
         parent = trial.user_attrs.get(attrs.PROMOTED_FROM)
         # A promotion goes to the other worker: only the artifact store carries the checkpoint over.
         w = 1 - worker_of[parent] if parent is not None else trial.number % 2

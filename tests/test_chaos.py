@@ -69,7 +69,7 @@ def test_five_sigkills_in_one_study_lose_nothing(tiny, tmp_path, pg_url):
     import signal
 
     from search import attrs
-    from storage import open_artifacts
+    from storage import backend
 
     model, dataset = tiny
     assert tunefleet("study", "create", "kills", "--model", model, "--dataset", dataset, "--method", "lora",
@@ -101,7 +101,7 @@ def test_five_sigkills_in_one_study_lose_nothing(tiny, tmp_path, pg_url):
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 2, [(t.number, t.state.name) for t in trials]
     assert states.count(TrialState.FAIL) == 5 and TrialState.RUNNING not in states and TrialState.WAITING not in states
-    store = open_artifacts(storage, pg_url)
+    store = backend(pg_url).artifacts(storage)
     for t in finished:  # a detector may end one early: then its run stops at its verdict's step
         ended = t.user_attrs.get(attrs.PRUNE) or t.user_attrs.get(attrs.EARLY_STOP)
         end = ended["step"] if ended else 60

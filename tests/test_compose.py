@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from search.cli import cli
-from storage import urls
+from storage import backend, urls
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -264,7 +264,7 @@ def test_workers_reach_the_database_through_the_coordinator(compose):
     serve = urls.grpc_address("grpc://" + cmd[cmd.index("--serve") + 1])
     assert serve[0] == "0.0.0.0", "the workers are on other containers"
     url = env_of(worker)["TUNEFLEET_STORAGE"]
-    assert urls.grpc_address(url) == ("coordinator", serve[1]) and urls.behind_coordinator(url)
+    assert backend(url).address == ("coordinator", serve[1]) and backend(url).behind_coordinator
     assert not any("postgres" in v for v in env_of(worker).values()), "no database password on the workers"
     probe = " ".join(coordinator["healthcheck"]["test"])
     assert f"'127.0.0.1', {serve[1]}" in probe, probe

@@ -153,9 +153,9 @@ def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
     from search.study import space_of
     from workers.inputs import spec_from_inputs
     from spaces.space import suggest
-    from storage import open_artifacts, open_storage
+    from storage import backend, open_storage
     from workers.train import Resident
-    from workers.worker import train
+    from workers.trial_run import train
 
     quiet = Detectors(divergence_ratio=1e30, divergence_rise=1e30, plateau_window=10**9)
     runs, params = {}, {"batch_size": 8, "lora_dropout": 0.0}  # dropout masks would follow the batch's shape
@@ -168,7 +168,7 @@ def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
         trial = study.ask()
         params = suggest(trial, space_of(spec))  # the second run trains the first one's params
         runs[packing] = train(trial, params, spec, Resident(spec),
-                              open_artifacts(open_storage(url), url),
+                              backend(url).artifacts(open_storage(url)),
                               tmp_path / str(packing), should_stop=lambda: False)
     plain, packed = runs[False], runs[True]
     # Outside the Trainer too (the LR range test's loop): a packed example attends only to itself.

@@ -9,7 +9,7 @@ import optuna
 
 from search.spec import Detectors, StudySpec
 from workers.train import Resident
-from workers.worker import train
+from workers.trial_run import train
 
 BASE = {"lr_scheduler_type": "constant", "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0}
 QUIET = {"divergence_ratio": 1e9, "divergence_rise": 1e9, "plateau_window": 1000, "overfit_ratio": 1e9}

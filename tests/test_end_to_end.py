@@ -98,10 +98,10 @@ def _check_study(url, tiny, cwd):
     assert "e2e" not in optuna.get_all_study_names(open_storage(url))
     from optuna.artifacts.exceptions import ArtifactNotFound
 
-    from storage import open_artifacts
+    from storage import backend
 
     with pytest.raises(ArtifactNotFound):
-        open_artifacts(open_storage(url), url).open_reader(kept[0].system_attrs[attrs.BEST_CHECKPOINT]["artifact"])
+        backend(url).artifacts(open_storage(url)).open_reader(kept[0].system_attrs[attrs.BEST_CHECKPOINT]["artifact"])
     again = tunefleet("study", "delete", "e2e", "--storage", url, cwd=cwd)
     assert again.returncode != 0 and "no study named 'e2e'" in again.stderr
     assert tunefleet("--version").stdout.startswith("tunefleet, version ")

@@ -8,11 +8,12 @@ import pytest
 from search.spec import StudySpec
 from search.study import create, load, space_of
 from spaces.space import suggest
-from spaces.priors import METHODS
-from storage import open_artifacts, open_storage
+from spaces.methods import METHODS
+from storage import backend, open_storage
 from workers.train import Resident
 from search.claim import claim
-from workers.worker import report, train
+from workers.trial_outcome import report
+from workers.trial_run import train
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -24,10 +25,10 @@ def test_method_trains_and_reports(tiny, tmp_path, method):
                      max_steps=4, eval_steps=2, seq_len=48, pruner="none")
     create(storage, method, spec)
     study, spec = load(storage, method)
-    trial = claim(study, storage, url, spec)
+    trial = claim(study, storage, backend(url), spec)
 
     params = suggest(trial, space_of(spec))
-    store = open_artifacts(storage, url)
+    store = backend(url).artifacts(storage)
     run = train(trial, params, spec, Resident(spec), store, tmp_path, should_stop=lambda: False)
     assert set(run.callback.eval_losses) == {2, 4}
     assert report(study, trial, params, run, store).startswith("complete")

@@ -69,3 +69,10 @@ def test_the_grpc_proxy_internals(tmp_path):
     encoded = compat.to_proto_trial(study.get_trials()[0])
     assert isinstance(encoded, compat.api_pb2.Trial) and encoded.trial_id == compat.trial_id(study.get_trials()[0])
     # HookedGrpcStorageProxy's hooks are exercised against a real proxy by tests/test_snapshot.py.
+
+
+def test_the_database_storage_behind_optunas_cache(pg_url):
+    rdb = open_storage(pg_url)
+    cached = optuna.storages.get_storage(rdb)
+    assert cached is not rdb and compat.rdb_of(cached) is rdb and compat.rdb_of(rdb) is rdb
+    assert compat.rdb_of(cached).engine.dialect.name == "postgresql"

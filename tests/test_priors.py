@@ -234,3 +234,15 @@ def test_a_fractional_epoch_study_searches_smaller_batches(tiny):
 
     assert (space(0.15).centre, space(0.15).choices) == (8, (4, 8, 16, 32))
     assert (space(3).centre, space(3).choices) == (16, (8, 16, 32, 64))
+
+
+def test_every_method_has_its_priors_and_its_params_are_searched():
+    from spaces.methods import METHODS
+
+    for table in (priors.LEARNING_RATE, priors.REFERENCE_BATCH, priors.STARTING_CONFIGS):
+        assert set(table) == set(METHODS)
+    for name, m in METHODS.items():
+        space = prior_space(name, 7e9, 5_000)
+        assert {p.name for p in m.params} <= set(space) and space["max_grad_norm"] == m.max_grad_norm
+        assert set(priors.STARTING_CONFIGS[name][0]) == set(space)
+        assert all(other in METHODS for other in m.alternatives)

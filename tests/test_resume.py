@@ -15,7 +15,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from search import attrs
-from storage import open_artifacts, open_storage
+from storage import backend, open_storage
 
 
 def _wait_for(condition, what: str, timeout: float, worker=None):
@@ -69,7 +69,7 @@ def test_a_killed_workers_trial_is_finished_by_another_from_its_checkpoint(tiny,
     resumed_rate = resumed.user_attrs[attrs.COST]["tokens"] / (60 - step)
     assert 0.75 < resumed_rate / dead_rate < 1.33, (dead.user_attrs[attrs.COST], resumed.user_attrs[attrs.COST])
     # ...and the curve is one unbroken run of 60 logged steps, none repeated.
-    store = open_artifacts(storage, pg_url)
+    store = backend(pg_url).artifacts(storage)
     files = {json.loads(v)["filename"]: json.loads(v)["artifact_id"]
              for k, v in resumed.system_attrs.items() if k.startswith("artifacts:")}
     with store.open_reader(files[f"trial-{resumed.number}-curves.json"]) as f:

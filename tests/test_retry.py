@@ -11,7 +11,7 @@ from search import attrs
 from search.spec import StudySpec
 from search.study import space_of
 from spaces.space import suggest
-from workers.worker import _retry_at_half_lr
+from workers.trial_outcome import retry_at_half_lr
 
 SPEC = StudySpec(model="/m", dataset="/d", method="lora", n_examples=100, n_params=int(1e8), n_trials=3)
 
@@ -26,7 +26,7 @@ def _diverged(study, spec):
 def test_retry_is_queued_once_at_half_the_learning_rate():
     study = optuna.create_study()
     trial, params = _diverged(study, SPEC)
-    assert _retry_at_half_lr(study, trial, params, SPEC)
+    assert retry_at_half_lr(study, trial, params, SPEC)
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     lr = space_of(SPEC)["learning_rate"]
     queued = retry.system_attrs["fixed_params"]  # a waiting trial's params, as Optuna keeps them
@@ -34,7 +34,7 @@ def test_retry_is_queued_once_at_half_the_learning_rate():
     assert retry.user_attrs[attrs.RETRY_OF] == trial.number
     again = study.ask()  # the retry itself diverges: no retry of the retry
     study.tell(again, state=TrialState.PRUNED)
-    assert not _retry_at_half_lr(study, again, queued, SPEC)
+    assert not retry_at_half_lr(study, again, queued, SPEC)
 
 
 def test_no_retry_when_off_fixed_or_out_of_budget():
@@ -43,8 +43,8 @@ def test_no_retry_when_off_fixed_or_out_of_budget():
     for spec in (off, fixed):
         study = optuna.create_study()
         trial, params = _diverged(study, spec)
-        assert not _retry_at_half_lr(study, trial, params, spec)
+        assert not retry_at_half_lr(study, trial, params, spec)
     full = dataclasses.replace(SPEC, n_trials=1)
     study = optuna.create_study()
     trial, params = _diverged(study, full)
-    assert not _retry_at_half_lr(study, trial, params, full)
+    assert not retry_at_half_lr(study, trial, params, full)

@@ -15,6 +15,7 @@ from search.spec import StudySpec
 from spaces import export, priors
 from spaces.dataset import read_dataset
 from spaces.errors import InputError
+from spaces.methods import METHODS
 from spaces.space import batch_choices, build_space, starting_configs, suggest
 from storage.urls import normalise, redact, scrub
 
@@ -25,7 +26,7 @@ def test_batch_tiers(n, tier):
     assert min(batch_choices(n)) == tier[0] // 2 and max(batch_choices(n)) == tier[1] * 2
 
 
-@pytest.mark.parametrize("method", priors.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [100, 5_000, 500_000])
 def test_starting_configs_lie_in_the_space(method, n):
     space = build_space(method, 7e9, n)
@@ -42,7 +43,7 @@ def test_qlora_starting_config_is_the_seed_quick_reference():
 
 
 @settings(max_examples=30, deadline=None)
-@given(method=st.sampled_from(priors.METHODS), n=st.integers(2, 10**6), seed=st.integers(0, 2**31),
+@given(method=st.sampled_from(tuple(METHODS)), n=st.integers(2, 10**6), seed=st.integers(0, 2**31),
        n_params=st.sampled_from([1e8, 7e9, 2e10, 7e10]))
 def test_every_sampled_trial_lies_in_its_space(method, n, seed, n_params):
     space = build_space(method, n_params, n)
@@ -115,6 +116,30 @@ def test_storage_urls():
     assert normalise("sqlite:///x.db") == "sqlite:///x.db"
     assert redact("postgresql+psycopg2://u:s3cr@t@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
     assert scrub("failed for s3cret here", "postgresql://u:s3cret@h/db") == "failed for *** here"
+
+
+def test_a_storage_url_is_resolved_once_into_its_kind(tmp_path, monkeypatch):
+    from storage import backend
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNEFLEET_STORAGE", raising=False)
+    journal = backend("runs/j.log")
+    assert (journal.kind, journal.journal, journal.url) == ("journal", tmp_path / "runs/j.log",
+                                                            f"journal:{tmp_path}/runs/j.log")
+    assert backend(None).kind == "journal" and backend(None).journal == tmp_path / ".tunefleet/journal.log"
+    pg = backend("postgres://u:pw@h/db")
+    assert (pg.kind, pg.url, pg.shown) == ("postgresql", "postgresql+psycopg2://u:pw@h/db",
+                                           "postgresql+psycopg2://u:***@h/db")
+    proxy = backend("grpc://coordinator:50051")
+    assert (proxy.kind, proxy.address, proxy.behind_coordinator) == ("coordinator", ("coordinator", 50051), True)
+    assert backend("sqlite:///x.db").kind == "database" and not pg.behind_coordinator
+    with pytest.raises(ValueError, match="grpc://HOST:PORT"):
+        backend("grpc://nohost")
+    with pytest.raises(RuntimeError, match="no claim lock behind the coordinator"):
+        with proxy.claim_lock(None, "s"):
+            pass
+    with pytest.raises(ValueError, match="pass a directory"):
+        backend("sqlite:///x.db").artifacts(None)
 
 
 def test_light_commands_import_no_torch():

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from search.spec import StudySpec
-from spaces.priors import METHODS
+from spaces.methods import METHODS
 from workers.train import Resident
-from workers.worker import train
+from workers.trial_run import train
 
 PARAMS = {"learning_rate": 1e-2, "batch_size": 4, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
           "weight_decay": 0.01, "max_grad_norm": 1.0, "lora_r": 8, "lora_alpha_ratio": 2, "lora_dropout": 0.0,

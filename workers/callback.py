@@ -127,8 +127,11 @@ class PruningCallback(TrainerCallback):
                 "reached": len(values), "promoted": len(values) // self.spec.eta})
         others = [t.intermediate_values[key] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if key in t.intermediate_values]
+        best = min(self.eval_losses.values())
         evidence = {"rule": "best eval loss so far above the median of complete trials at this step",
-                    "best_loss": min(self.eval_losses.values()), "complete_trials": len(others)}
+                    "best_loss": best, "complete_trials": len(others)}
         if others:
             evidence["median"] = statistics.median(others)
+            evidence["rule"] = (f"best eval loss {best:.4f} above the median {evidence['median']:.4f} "
+                                f"of {len(others)} complete trials")
         return Verdict(f"pruner:{type(study.pruner).__name__}", step, evidence)

@@ -28,20 +28,14 @@ def curves(log_history: list[dict]) -> dict[str, list[list[float]]]:
 
 
 def plot(series: dict, title: str, path: Path) -> None:
-    # The object API, no pyplot and no automatic layout: a plot per trial stays ~0.1 s.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from workers import plots
 
-    fig = Figure(figsize=(7, 7), dpi=80)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.13, right=0.97, top=0.95, bottom=0.07, hspace=0.12)
-    loss, grad, lr = fig.subplots(3, 1, sharex=True)
+    fig, (loss, grad, lr) = plots.figure(3, 6, 6, title, sharex=True)
     for name, style in (("train_loss", "-"), ("eval_loss", "o-")):
         if series[name]:
             loss.plot(*zip(*series[name]), style, label=name.replace("_", " "), markersize=4)
     loss.set_ylabel("loss")
     loss.legend()
-    loss.set_title(title)
     if series["grad_norm"]:
         steps, norms = zip(*series["grad_norm"])
         grad.plot(steps, [math.log10(max(n, 1e-30)) for n in norms])
@@ -50,7 +44,7 @@ def plot(series: dict, title: str, path: Path) -> None:
         lr.plot(*zip(*series["learning_rate"]))
     lr.set_ylabel("learning rate")
     lr.set_xlabel("optimizer step")
-    fig.savefig(path)
+    plots.save(fig, path)
 
 
 def upload(trial, log_history: list[dict], artifact_store) -> list[str]:

@@ -24,6 +24,7 @@ from search import attrs, progress
 from search.spec import StudySpec
 from spaces import export
 from spaces.errors import InputError
+from spaces.methods import method as method_of
 
 EXPORTS = "tunefleet.exports"  # study user attr: [{"trial", "out", "at", "merged"}], shown in its note
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -72,11 +73,12 @@ def _unpack(store, trial, spec: StudySpec, into: Path) -> Path:
 def _weights(checkpoint: Path, out: Path, spec: StudySpec, tokenizer) -> Path:
     """The trained weights alone (no optimizer state), the base named as the user named it."""
     out.mkdir(parents=True)
-    keep = ADAPTER_FILES if spec.method != "full" else None
+    adapter = method_of(spec.method).adapter
+    keep = ADAPTER_FILES if adapter else None
     for f in checkpoint.iterdir():
         if f.is_file() and (f.name in keep if keep else f.name not in MODEL_SKIP):
             shutil.copy2(f, out / f.name)
-    if spec.method != "full":
+    if adapter:
         config = json.loads((out / "adapter_config.json").read_text())
         config.update(base_model_name_or_path=spec.model, revision=spec.revision)
         (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
@@ -123,12 +125,13 @@ def trl_config(spec: StudySpec, fmt: str, params: dict, args: dict) -> dict:
     if dataset is not None:
         config.update(datasets=[dataset], test_split_size=round(1 - progress.n_train(spec) / spec.n_examples, 4)
                       if not spec.eval_dataset else spec.max_eval_examples, dataset_test_split="test")
-    if spec.method in ("lora", "qlora"):
+    m = method_of(spec.method)
+    if m.adapter == "lora":  # TRL's own LoRA options; a prefix adapter has none
         peft = export.peft_config(params, spec.method)
         config.update(use_peft=True, lora_r=peft["r"], lora_alpha=peft["lora_alpha"],
                       lora_dropout=peft["lora_dropout"], lora_target_modules=peft["target_modules"])
-    if spec.method == "qlora":
-        quant = export.quantization_config("qlora")
+    if m.quantized:
+        quant = export.quantization_config(spec.method)
         config.update(load_in_4bit=True, bnb_4bit_quant_type=quant["bnb_4bit_quant_type"],
                       use_bnb_nested_quant=quant["bnb_4bit_use_double_quant"], dtype=quant["bnb_4bit_compute_dtype"])
     if spec.chat_template:
@@ -141,8 +144,9 @@ def trl_config(spec: StudySpec, fmt: str, params: dict, args: dict) -> dict:
 
 def _readme(study, spec, trial, pointer, params, merged: bool) -> str:
     curve = "\n".join(f"| {key} | {value:.4f} |" for key, value in sorted(trial.intermediate_values.items()))
-    weights = "model" if spec.method == "full" else "adapter"
-    load = (f"AutoModelForCausalLM.from_pretrained(\"{weights}\")" if spec.method == "full" else
+    full = method_of(spec.method).adapter is None
+    weights = "model" if full else "adapter"
+    load = (f"AutoModelForCausalLM.from_pretrained(\"{weights}\")" if full else
             f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"{spec.model}\"), \"adapter\")")
     return f"""# Trial {trial.number} of study `{study.study_name}`
 
@@ -156,11 +160,11 @@ Params: {", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`" fo
 ## Load it
 
 ```python
-from transformers import AutoModelForCausalLM{"" if spec.method == "full" else chr(10) + "from peft import PeftModel"}
+from transformers import AutoModelForCausalLM{"" if full else chr(10) + "from peft import PeftModel"}
 
 model = {load}
 ```
-{"" if spec.method == "full" else f'''
+{"" if full else f'''
 Merge it into the base: `model.merge_and_unload().save_pretrained("merged")`{" (done: merged/)" if merged else
 " (or export again with --merge)"}.
 '''}
@@ -184,7 +188,7 @@ def export_trial(study: optuna.Study, spec: StudySpec, store, out: Path, number:
 
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: exists and is not empty (choose another --out)")
-    if merge and spec.method not in ("lora", "qlora"):
+    if merge and not method_of(spec.method).mergeable:
         raise InputError(f"--merge needs a LoRA or QLoRA study, not {spec.method}")
     trial = choose(study, spec, number)
     pointer = trial.system_attrs[attrs.BEST_CHECKPOINT]
@@ -194,7 +198,7 @@ def export_trial(study: optuna.Study, spec: StudySpec, store, out: Path, number:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = _unpack(store, trial, spec, Path(tmp) / "checkpoint")
-        weights = _weights(checkpoint, out / ("model" if spec.method == "full" else "adapter"), spec, tokenizer)
+        weights = _weights(checkpoint, out / ("adapter" if method_of(spec.method).adapter else "model"), spec, tokenizer)
     if merge:
         _merge(weights, out / "merged", spec, tokenizer)
     steps = progress.trial_steps(spec, params["batch_size"])

@@ -84,20 +84,15 @@ def range_test(model, batches, min_lr: float = 1e-7, max_lr: float = 1.0, steps:
 
 
 def plot(result: RangeTest, path) -> None:
-    import matplotlib
+    from workers import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax,) = plots.figure(1, 8, 4.5, "learning-rate range test")
     ax.semilogx(result.lrs, result.losses, label="smoothed loss")
     if result.suggestion:
         ax.axvline(result.suggestion, color="red", linestyle="--", label=f"suggested {result.suggestion:.1e}")
-    ax.set(xlabel="learning rate (log scale)", ylabel="training loss (EMA)", title="learning-rate range test")
+    ax.set(xlabel="learning rate (log scale)", ylabel="training loss (EMA)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def cycle(data, collator, batch_size: int, seed: int = 0):

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from spaces.errors import InputError
-from workers.signals import Stop
+from search.signals import Stop
 
 # Every actor imports this module: what only the launcher needs (Ray, Optuna) is imported in its functions.
 POLL_S = 2.0
@@ -142,11 +142,12 @@ def launch(name: str, address: str, url: str | None, worker_args: list[str], num
     with None as many as the free resources allow, more as they grow, until the budget is
     spent. Waits for them all; the worst exit code."""
     from search.study import load
-    from storage import open_storage, resolve_url
+    from storage import backend
 
     _check_reachable(address)
-    url = _absolute(resolve_url(url))
-    study, _ = load(open_storage(url), name)  # a missing study: one error here, not one per worker
+    where = backend(url)  # actors run elsewhere than the launcher: a journal's path is absolute
+    url = where.url
+    study, _ = load(where.open(), name)  # a missing study: one error here, not one per worker
     ray = _connect(address)
     per_worker = {k: v for k, v in (("CPU", cpus), ("GPU", gpus)) if v}
     _warn_if_no_node_fits(ray, per_worker)
@@ -168,14 +169,6 @@ def launch(name: str, address: str, url: str | None, worker_args: list[str], num
         if not fleet.slots and (finishing or num_workers):
             return fleet.worst
         fleet.wait(poll_s)
-
-
-def _absolute(url: str) -> str:
-    """Actors run elsewhere than the launcher's working directory: a journal path must be absolute."""
-    from storage.urls import journal_path
-
-    path = journal_path(url)
-    return f"journal:{path}" if path is not None else url
 
 
 def _check_reachable(address: str) -> None:

@@ -33,18 +33,13 @@ def curves(steps: int, warmup_steps: int, peak: float = 1.0, names=SHOWN) -> dic
 
 
 def plot(lr_curves: dict[str, list[float]], warmup_steps: int, path: Path) -> None:
-    import matplotlib
+    from workers import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, (ax,) = plots.figure(1, 9, 4.5, f"schedules over {len(next(iter(lr_curves.values())))} steps")
     for name, lrs in lr_curves.items():
         ax.plot(range(len(lrs)), lrs, label=name)
     if warmup_steps:
         ax.axvline(warmup_steps, color="grey", linestyle=":", label=f"end of warmup ({warmup_steps} steps)")
-    ax.set(xlabel="optimizer step", ylabel="learning rate", title=f"schedules over {len(next(iter(lr_curves.values())))} steps")
+    ax.set(xlabel="optimizer step", ylabel="learning rate")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path)

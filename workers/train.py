@@ -15,6 +15,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
 from search import progress
 from search.spec import StudySpec
 from spaces import export
+from spaces.methods import method as method_of
 from workers.data import Collator, train_eval_split
 
 
@@ -81,7 +82,7 @@ class Resident:
         self.base = load_base(spec)
         # Full fine-tuning trains the base itself: keep its weights to restore per trial.
         self.pristine = ({k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
-                         if spec.method == "full" else None)
+                         if method_of(spec.method).adapter is None else None)
 
     def model_for(self, params: dict):
         if self.pristine is not None:
@@ -90,7 +91,7 @@ class Resident:
 
     def release(self, model) -> None:
         """Takes the trial's adapter off the base (LoRA layers out, prefix wrapper dropped)."""
-        if model is not self.base and self.spec.method in ("lora", "qlora"):
+        if model is not self.base and method_of(self.spec.method).adapter == "lora":
             self.base = model.unload()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -19,7 +19,7 @@ import time
 
 import optuna
 
-from search import ready
+from search import ready_wire
 from search.budget import COUNTED
 from search.spec import StudySpec
 from search.study import space_of
@@ -29,6 +29,7 @@ from spaces.space import suggest
 def client(mode: str, url: str, name: str, trial_s: float, timeout_s: float, ramp_s: float, out: dict, lock,
            joined: threading.Barrier, go: threading.Event) -> None:
     from search.claim import claim
+    from storage import backend
 
     ops = {"join": [], "claim": [], "sample": [], "wait": [], "report": [], "finish": []}
     errors, finished = [], 0
@@ -51,7 +52,7 @@ def client(mode: str, url: str, name: str, trial_s: float, timeout_s: float, ram
             while True:
                 t0 = time.perf_counter()
                 if mode == "tunefleet":
-                    trial = claim(study, storage, url, spec)
+                    trial = claim(study, storage, backend(url), spec)
                 elif len(study.get_trials(deepcopy=False, states=COUNTED)) < spec.n_trials:
                     trial = study.ask()
                 else:
@@ -103,7 +104,7 @@ def _join(mode: str, url: str, name: str):
 def _more_may_come(mode: str, study, spec) -> bool:
     """As the worker asks it: behind the proxy the coordinator's published queue says."""
     if mode == "tunefleet":
-        return ready.more_may_come(study)
+        return ready_wire.more_may_come(study)
     return len(study.get_trials(deepcopy=False, states=COUNTED)) < spec.n_trials
 
 

@@ -2,7 +2,7 @@
 
 Every tunefleet-style search goes through tunefleet's own code, as
 tests/test_asha.py does: search.study.create + load (seeded), then
-search.claim.claim, workers.worker.train and report, with workers.train.Resident. A search
+search.claim.claim, workers.trial_run.train and workers.trial_outcome.report, with workers.train.Resident. A search
 starts trials until the non-padding training tokens of all its trials
 (`tunefleet.cost`, pruned and paused ones included) reach the budget; the
 last trial may run past it, and the report ignores whatever completes beyond.
@@ -47,8 +47,9 @@ from optuna.trial import TrialState
 from search import attrs
 from search.spec import Detectors, StudySpec
 from search.study import create, load, space_of
-from spaces.space import Param, starting_configs, suggest
-from storage import open_artifacts, open_storage
+from spaces.param import Param
+from spaces.space import starting_configs, suggest
+from storage import backend, open_storage
 from storage import optuna_compat as compat
 
 METHODS = {
@@ -194,7 +195,8 @@ def run_search(problem, method: str, seed: int, tc: TrialConfig, budget: int, tr
 
 def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
     from search.claim import claim
-    from workers.worker import report, train
+    from workers.trial_outcome import report
+    from workers.trial_run import train
 
     with tempfile.TemporaryDirectory(prefix="tunefleet-bench-") as tmp:
         url = f"journal:{Path(tmp) / 'journal.log'}"
@@ -203,10 +205,10 @@ def _run_tunefleet_loop(problem, method, seed, tc, budget, truth_lr, opts):
         space = space_of(spec)
         how = {k: getattr(spec, k) for k in ("sampler", "pruner", "space_overrides", "queue_starting_configs")}
         how["detectors"] = "off" if spec.detectors == NO_DETECTORS else "on"
-        warm, store = resident(spec), open_artifacts(storage, url)
+        warm, store = resident(spec), backend(url).artifacts(storage)
         records, used, failures = [], 0, 0
         while used < budget and failures < 3:  # as the worker: three failed trials in a row end it
-            trial = claim(study, storage, url, spec)
+            trial = claim(study, storage, backend(url), spec)
             if trial is None:
                 break
             t0 = time.time()
@@ -355,7 +357,7 @@ def _version(package: str) -> str:
 
 def sweep_point(problem, trial_config: dict, lr: float) -> float:
     """Best eval loss of a full run of the seeds' starting config at this LR (no pruning, no detectors)."""
-    from workers.worker import train
+    from workers.trial_run import train
 
     _quiet()
     tc = TrialConfig(**trial_config)

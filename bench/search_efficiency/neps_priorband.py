@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from search import attrs, progress
 from search.study import space_of
 from spaces.space import suggest
-from storage import open_artifacts, open_storage
+from storage import backend, open_storage
 from storage import optuna_compat as compat
 
 ETA = 3
@@ -93,7 +93,8 @@ def run(problem, seed: int, tc, budget: int) -> tuple[list[dict], dict]:
     import neps
 
     from bench.search_efficiency.methods import NO_DETECTORS, base_spec, record, resident
-    from workers.worker import report, train
+    from workers.trial_outcome import report
+    from workers.trial_run import train
 
     spec = base_spec(problem, tc, pruner="asha", eta=ETA, min_fraction=MIN_FRACTION, detectors=NO_DETECTORS)
     space = space_of(spec)
@@ -107,7 +108,7 @@ def run(problem, seed: int, tc, budget: int) -> tuple[list[dict], dict]:
         url = f"journal:{Path(tmp) / 'journal.log'}"
         storage = open_storage(url)
         study = optuna.create_study(study_name="neps", storage=storage, direction="minimize", pruner=StopAt())
-        store, warm = open_artifacts(storage, url), resident(spec)
+        store, warm = backend(url).artifacts(storage), resident(spec)
         numbers: dict[str, int] = {}  # NePS trial id -> Optuna trial number
         while used < budget:
             rng.restore()

@@ -26,6 +26,7 @@ class PlateauDetector:
         improvement = (before - recent) / abs(before) if before else 0.0
         if improvement < self.min_improvement:
             return Verdict(self.name, step, {
-                "rule": f"best loss improved by less than {self.min_improvement:.1%} over {self.window} evaluations",
+                "rule": f"best loss improved by less than {self.min_improvement:.1%} over {self.window} evaluations "
+                        f"({before:.4f} -> {recent:.4f})",
                 "improvement": improvement, "best_before": before, "best_recent": recent})
         return None

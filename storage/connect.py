@@ -1,26 +1,25 @@
-"""Opening an Optuna storage from a URL, with errors a user can act on."""
+"""Opening each kind of Optuna storage (storage/backend.py picks which), with errors a user can act on."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
 from storage.errors import StorageError
-from storage.urls import grpc_address, journal_path, redact, resolve_url, scrub
+from storage.urls import redact, scrub
 
 CONNECT_TIMEOUT_S = 5
 
 
-def open_storage(url: str | None = None, connections: int = 3) -> optuna.storages.BaseStorage:
-    """The storage at `url`; a database storage holds at most `connections` connections."""
-    url = resolve_url(url)
-    path = journal_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-    address = grpc_address(url)
-    if address is not None:
-        return _proxy(*address)
+def journal_storage(path: Path) -> optuna.storages.BaseStorage:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def rdb_storage(url: str, connections: int) -> optuna.storages.BaseStorage:
+    """A database storage holding at most `connections` connections."""
     # A worker needs at most three connections at once (the claim lock's transaction, the
     # claim itself, the lease heartbeat); SQLAlchemy's default pool would allow fifteen.
     # pool_pre_ping: a connection idle through an hours-long trial is checked before use.
@@ -39,7 +38,7 @@ def open_storage(url: str | None = None, connections: int = 3) -> optuna.storage
         raise StorageError(f"cannot open storage {redact(url)}: {_reason(e, url)}") from None
 
 
-def _proxy(host: str, port: int) -> optuna.storages.BaseStorage:
+def proxy_storage(host: str, port: int) -> optuna.storages.BaseStorage:
     """A coordinator's storage proxy (storage/proxy.py): many workers, few database connections."""
     import warnings
 

@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM as a flag, read between and during trials (no heavy imports)."""
+"""SIGINT and SIGTERM as a flag, read by the long-running commands (worker, coordinator,
+ray-workers) between and during their work (no heavy imports)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,128 @@
+"""Finishing one trial: its end told to the study (COMPLETE, PRUNED, paused at a rung, FAIL)
+with its cost, batch, timing, curves, the infeasibility constraint, a note for
+optuna-dashboard, its checkpoints kept or removed, and 002's half-learning-rate retry of a
+diverged configuration."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from search import attrs, budget, leases
+from search.study import space_of
+from workers.detectors import DivergenceDetector
+from storage import outage
+from workers.trial_run import Run
+
+
+def _note(trial, outcome: str, params: dict, callback) -> None:
+    """A Markdown note on the trial, shown by optuna-dashboard: why it ended, on what evidence."""
+    from optuna_dashboard import save_note
+
+    lines = [f"## Trial {trial.number}: {outcome}", ""]
+    if callback.verdict is not None:
+        lines += ["| evidence | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                  for k, v in callback.verdict.evidence.items()]
+        lines.append("")
+    curve = ", ".join(f"{step}: {loss:.4f}" for step, loss in callback.eval_losses.items())
+    lines += [f"eval loss by step: {curve or 'none'}", "",
+              "params: " + ", ".join(f"`{k}={v:.4g}`" if isinstance(v, float) else f"`{k}={v}`"
+                                     for k, v in params.items())]
+    save_note(trial, "\n".join(lines))
+
+
+def retry_at_half_lr(study, trial, params: dict, spec) -> bool:
+    """002's adjustment, applied once: the diverged params again at lr x 0.5, if the
+    budget has room, the learning rate is searched (not fixed) and this is no retry itself."""
+    lr = space_of(spec)["learning_rate"]
+    if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
+        return False
+    if budget.trials_spent(study, spec):
+        return False
+    study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
+                        user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
+                                    attrs.RETRY_OF: trial.number})
+    return True
+
+
+def report(study, trial, params, run: Run, artifact_store, claimed_at: float | None = None) -> str:
+    """Tells the trial's end to the study, with its cost, curves, timing and a note for the
+    dashboard; the outcome in words. Its value is the best eval loss it reached."""
+    from workers import checkpoint, curves
+    from workers.callback import EARLY_STOPPING
+
+    callback, verdict, value = run.callback, run.callback.verdict, run.value
+    if claimed_at is not None and run.timing.first_step_at is not None:
+        t = run.timing
+        trial.set_user_attr(attrs.TIMING, {"claim_to_first_step_s": round(t.first_step_at - claimed_at, 3),
+                                           "steps_s": round(t.steps_s, 3), "eval_s": round(t.eval_s, 3),
+                                           "checkpoint_s": round(t.checkpoint_s, 3),
+                                           "trial_s": round(time.time() - claimed_at, 3)})
+    trial.set_user_attr(attrs.COST, run.cost)
+    if callback.interrupted:
+        trial.set_user_attr(attrs.ERROR, "interrupted by a signal; queued again to resume from its checkpoint")
+        study.tell(trial, state=TrialState.FAIL)
+        leases.queue_resume(study, trial, "interrupted")
+        return "interrupted; queued again to resume from its checkpoint"
+    trial.set_user_attr(attrs.BATCH, {"micro_batch": run.micro_batch, "accumulation": run.accumulation,
+                                      "oom_retries": run.oom_retries,
+                                      "started_at_step": callback.started_at_step})
+    trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
+    curves.upload(trial, run.log_history, artifact_store)
+    first_result = value is not None and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if run.infeasible:
+        trial.set_user_attr(attrs.INFEASIBLE, f"out of memory at micro-batch 1 (effective batch {params['batch_size']})")
+        state, outcome = TrialState.PRUNED, "infeasible: out of memory even at micro-batch 1"
+    elif callback.paused:
+        trial.set_user_attr(attrs.PAUSED, attrs.Paused(rung=verdict.evidence["rung"], step=verdict.step))
+        trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
+        state, outcome = TrialState.PRUNED, (f"paused at the rung at step {verdict.step} (rank "
+                                             f"{verdict.evidence['rank']} of {verdict.evidence['reached']}); "
+                                             "checkpoint kept for a promotion")
+    elif verdict is not None and value is not None and (verdict.detector in EARLY_STOPPING or first_result):
+        # Convergence, or the study's first result: a study never ends without a complete trial.
+        trial.set_user_attr(attrs.EARLY_STOP, verdict.to_dict())
+        state, outcome = TrialState.COMPLETE, (f"complete, stopped early by {verdict.detector} at step "
+                                               f"{verdict.step}, best eval loss {value:.4f}")
+    elif verdict is not None:
+        trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
+        state, outcome = TrialState.PRUNED, f"pruned by {verdict.detector} at step {verdict.step}"
+    elif value is None:
+        raise RuntimeError("the trial ended without an evaluation")
+    else:
+        state, outcome = TrialState.COMPLETE, f"complete, best eval loss {value:.4f}"
+    if run.oom_retries:
+        outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
+    _note(trial, outcome, params, callback)
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
+                      keep_best=callback.paused or state == TrialState.COMPLETE)
+    if state == TrialState.COMPLETE:
+        checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
+    if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
+            and retry_at_half_lr(study, trial, params, callback.spec):
+        outcome += "; queued again at half the learning rate"
+    return outcome
+
+
+def fail(study, trial, error: Exception, artifact_store) -> str:
+    from workers.checkpoint import discard
+
+    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    try:
+        trial.set_user_attr(attrs.ERROR, message)
+        study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return f"failed: {message}"  # its lease ran out meanwhile: its checkpoint is another's now
+    except Exception as e:
+        if not outage.unreachable(e):
+            raise
+        return f"failed: {message} (not recorded: the storage went away; its lease re-queues it)"
+    try:
+        discard(trial, artifact_store)
+    except Exception:  # the store is what failed: nothing more to clean
+        pass
+    return f"failed: {message}"
