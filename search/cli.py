@@ -253,9 +253,12 @@ def _local_or_id(source: str) -> str:
 @click.option("--model-params", type=float, help="Model size in parameters (default: counted from the weights).")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Effective batch to recommend for (default: the batch prior's centre for the dataset size).")
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+              help="GPUs one trial trains on (FSDP shards full fine-tuning over them; adapters train under DDP).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True,
               help="json/yaml: ready TrainingArguments, peft and quantization configs.")
-def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory, seq_len, model_params, batch_size, fmt):
+def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory, seq_len, model_params, batch_size,
+            gpus_per_trial, fmt):
     """Recommend one configuration from the priors, with its peak-memory estimate.
 
     Exits 1 when the method does not fit the GPU (and says what does)."""
@@ -274,7 +277,11 @@ def suggest(model, revision, method, dataset, dataset_split, columns, gpu_memory
     if model_params:
         n_embedding, n_params = round(n_embedding * model_params / n_params), int(model_params)
     _, records = read_dataset(dataset, dataset_split, columns)
-    result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len, batch_size)
+    try:
+        result = recommend(method, dims, n_params, n_embedding, len(records), gpu_memory, seq_len, batch_size,
+                           gpus_per_trial)
+    except ValueError as e:  # an effective batch that does not split over the GPUs
+        raise InputError(f"{e} (pick --batch-size a multiple of --gpus-per-trial)") from None
     click.echo(views.suggestion(result, fmt))
     sys.exit(0 if result["memory"]["fits"] else 1)
 
@@ -340,20 +347,25 @@ artifacts_option = click.option(
 @artifacts_option
 @click.option("--inject-oom-above", type=click.IntRange(min=0), hidden=True,
               help="Tests: raise torch's out-of-memory error in training above this micro-batch.")
-@click.option("--gpus", help="Run one worker process per GPU, e.g. 0,1,2,3 (default: one process, all it sees).")
-def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus):
+@click.option("--gpus", help="GPUs of this machine to use, e.g. 0,1,2,3 or 0-7: one worker process per GPU, "
+                             "or per --gpus-per-trial GPUs (default: one process, all it sees).")
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train each trial on N ranks (DDP for adapters, FSDP for full fine-tuning), one per GPU; "
+                   "without CUDA, N CPU ranks over gloo.")
+def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus, gpus_per_trial):
     """Claim and train trials of study NAME until its budget is spent."""
-    if gpus:
-        from workers.multi_gpu import parse_gpus, run_per_gpu
+    if gpus or gpus_per_trial > 1:
+        from workers.multi_gpu import groups_of, parse_gpus, run_groups
 
         try:
-            indices = parse_gpus(gpus)
+            indices = parse_gpus(gpus) if gpus else None
+            groups_of(indices, gpus_per_trial)
         except ValueError as e:
             raise InputError(str(e)) from None
         forwarded = [name] + [a for flag, value in (("--threads", threads), ("--storage", storage_url),
                                                     ("--artifacts", artifacts), ("--inject-oom-above", inject_oom_above))
                               if value is not None for a in (flag, str(value))]
-        sys.exit(run_per_gpu(forwarded, indices))
+        sys.exit(run_groups(forwarded, indices, gpus_per_trial))
     from workers.worker import run
 
     faults = None
@@ -372,11 +384,15 @@ def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus):
               help="Place as many workers as the free resources allow, and more as nodes join, until the budget is spent.")
 @click.option("--gpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--cpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ranks each worker trains a trial on; it reserves that many times --gpus-per-worker and "
+                   "--cpus-per-worker, on one node (a placement group).")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch, per worker (default: Ray's OMP_NUM_THREADS, from --cpus-per-worker).")
 @storage_option
 @artifacts_option
-def ray_workers(name, address, num_workers, fill, gpus_per_worker, cpus_per_worker, threads, storage_url, artifacts):
+def ray_workers(name, address, num_workers, fill, gpus_per_worker, cpus_per_worker, gpus_per_trial, threads,
+                storage_url, artifacts):
     """Run workers of study NAME as actors on a Ray cluster until its budget is spent; each sees the
     GPUs Ray gives it. The cluster's nodes need tunefleet, and the storage, model and dataset."""
     if (num_workers is None) != fill:
@@ -388,7 +404,8 @@ def ray_workers(name, address, num_workers, fill, gpus_per_worker, cpus_per_work
     forwarded = [name] + [a for flag, value in (("--threads", threads),
                                                 ("--artifacts", artifacts and Path(artifacts).absolute()))
                           if value is not None for a in (flag, str(value))]
-    sys.exit(launch(name, address, storage_url, forwarded, num_workers, cpus_per_worker, gpus_per_worker))
+    sys.exit(launch(name, address, storage_url, forwarded, num_workers, cpus_per_worker, gpus_per_worker,
+                    ranks=gpus_per_trial))
 
 
 @cli.command()

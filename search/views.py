@@ -108,7 +108,7 @@ def _gib(n: float) -> str:
 
 def _memory_lines(fit: dict, gpu_gb: float) -> list[str]:
     b = fit["breakdown"]
-    lines = [f"peak memory (est.)  {fit['total'] / GIB:.1f} GiB of {gpu_gb * 1e9 / GIB:.1f} GiB "
+    lines = [f"peak memory (est.)  {fit['total'] / GIB:.1f} GiB of {gpu_gb * 1e9 / GIB:.1f} GiB per GPU "
              f"at micro-batch {max(fit['micro_batch'], 1)}"]
     for part in ("weights", "gradients", "optimizer", "activations", "overhead"):
         lines.append(f"  {part:<17} {_gib(b[part])}")
@@ -118,8 +118,10 @@ def _memory_lines(fit: dict, gpu_gb: float) -> list[str]:
 
 def _text(r: dict) -> str:
     p = r["params"]
+    gpus = r.get("gpus_per_trial", 1)
     head = (f"{r['method']} on a {r['n_params'] / 1e9:.2f}B-parameter model ({r['size_class']}), "
-            f"{r['n_examples']:,} examples, {r['gpu_memory_gb']:g} GB GPU, {r['seq_len']} tokens per example")
+            f"{r['n_examples']:,} examples, {f'{gpus} x ' if gpus > 1 else ''}{r['gpu_memory_gb']:g} GB GPU"
+            f"{'s' if gpus > 1 else ''}, {r['seq_len']} tokens per example")
     fit = r["memory"]
     if not fit["fits"]:
         lines = [head, f"does not fit: {r['method']} needs {fit['total'] / GIB:.1f} GiB at micro-batch 1, "
@@ -127,6 +129,9 @@ def _text(r: dict) -> str:
         for alt in r["alternatives"]:
             if "seq_len" in alt:
                 lines.append(f"fits instead: {alt['method']} at --seq-len {alt['seq_len']}")
+            elif "gpus_per_trial" in alt:
+                lines.append(f"fits instead: --gpus-per-trial {alt['gpus_per_trial']} (FSDP; micro-batch "
+                             f"{alt['micro_batch']}, {alt['total'] / GIB:.1f} GiB per GPU)")
             else:
                 lines.append(f"fits instead: --method {alt['method']} (micro-batch {alt['micro_batch']}, "
                              f"{alt['total'] / GIB:.1f} GiB)")
@@ -139,7 +144,7 @@ def _text(r: dict) -> str:
         f"learning rate       {p['learning_rate']:.1e}   (search {r['search_range']['learning_rate'][0]:.0e} .. "
         f"{r['search_range']['learning_rate'][1]:.0e})",
         f"effective batch     {p['batch_size']} = micro-batch {a['per_device_train_batch_size']} x "
-        f"accumulation {a['gradient_accumulation_steps']}",
+        f"accumulation {a['gradient_accumulation_steps']}" + (f" x {gpus} GPUs" if gpus > 1 else ""),
         f"schedule            {p['lr_scheduler_type']}, warmup {a['warmup_steps']} of {r['total_steps']} steps "
         f"({r['epochs']} epochs)",
         f"weight decay        {p['weight_decay']}",
@@ -151,6 +156,9 @@ def _text(r: dict) -> str:
         c = r["peft_config"]
         lines.append(f"LoRA                r {c['r']}, alpha {c['lora_alpha']}, dropout {c['lora_dropout']}, "
                      f"all linear layers")
+    if gpus > 1:
+        how = "FSDP: weights, gradients and optimizer sharded" if r["sharded"] else "DDP: the base on every GPU"
+        lines.append(f"parallelism         {how}, over {gpus} GPUs")
     if r["quantization_config"]:
         lines.append("quantization        4-bit NF4, double quantization, bf16 compute; paged 8-bit AdamW")
     return "\n".join(lines + _memory_lines(fit, r["gpu_memory_gb"]))

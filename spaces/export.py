@@ -17,13 +17,22 @@ def split_batch(effective: int, max_micro_batch: int) -> tuple[int, int]:
     return micro, effective // micro
 
 
-def training_arguments(params: dict, method: str, max_steps: int, eval_steps: int,
-                       max_micro_batch: int, seed: int = 0, micro_batch: int | None = None) -> dict[str, Any]:
-    """The trial's TrainingArguments keywords: at micro_batch (a divisor of the effective batch:
-    the worker's, after the memory estimate and any out-of-memory back-off), else the largest
-    divisor up to max_micro_batch, which is also the eval batch on every worker."""
-    micro = micro_batch or split_batch(params["batch_size"], max_micro_batch)[0]
-    accumulation = params["batch_size"] // micro
+def per_rank_batch(effective: int, ranks: int) -> int:
+    """Each rank's share of the effective batch: micro-batch x accumulation x ranks is exactly it."""
+    if effective % ranks:
+        raise ValueError(f"an effective batch of {effective} does not split over {ranks} ranks")
+    return effective // ranks
+
+
+def training_arguments(params: dict, method: str, max_steps: int, eval_steps: int, max_micro_batch: int,
+                       seed: int = 0, micro_batch: int | None = None, ranks: int = 1) -> dict[str, Any]:
+    """The trial's TrainingArguments keywords, per rank of `ranks`: at micro_batch (a divisor
+    of the rank's share of the effective batch: the worker's, after the memory estimate and any
+    out-of-memory back-off), else the largest divisor up to max_micro_batch, which is also the
+    eval batch on every worker."""
+    share = per_rank_batch(params["batch_size"], ranks)
+    micro = micro_batch or split_batch(share, max_micro_batch)[0]
+    accumulation = share // micro
     return {
         "learning_rate": params["learning_rate"],
         "per_device_train_batch_size": micro,

@@ -17,6 +17,11 @@ per example, b examples per micro-batch, h hidden size, L layers, V vocabulary):
   attention never materialises); without checkpointing 34sbhL. Plus the
   logits: bf16, their fp32 copy for the loss and its gradient, 10sbV.
 - overhead: 1 GiB for the CUDA context, cuBLAS workspaces and fragmentation.
+- a trial over R ranks (one per GPU): with FSDP (full fine-tuning) each rank keeps 1/R of
+  the weights, gradients and optimizer state, and gathers the bf16 weights of two layers at
+  a time (the one computing, the one prefetched), 2 x 2P/L; with DDP (adapters) each rank
+  keeps everything, plus DDP's gradient buckets, a copy of the gradients. Activations are
+  per rank: b is the rank's micro-batch.
 
 The seeds' heuristics are not used: 000's `tokens_per_gb = 1000 * (8 / size)`
 has no basis and hides a negative budget behind max(1, ...); 002 charges 2 GB
@@ -48,8 +53,10 @@ def trainable_parameters(method: str, dims: dict, n_params: int, lora_r: int = 1
 
 
 def estimate(method: str, dims: dict, n_params: int, n_embedding: int, micro_batch: int, seq_len: int,
-             lora_r: int = 16, num_virtual_tokens: int = 20, checkpointing: bool = True) -> dict[str, float]:
-    """Bytes per component for one device: weights, gradients, optimizer, activations, overhead."""
+             lora_r: int = 16, num_virtual_tokens: int = 20, checkpointing: bool = True,
+             ranks: int = 1) -> dict[str, float]:
+    """Bytes per component for one device of a trial over `ranks` devices: weights, gradients,
+    optimizer, activations, overhead."""
     m = method_of(method)
     t = trainable_parameters(method, dims, n_params, lora_r, num_virtual_tokens)
     if m.adapter is None:  # the bf16 weights are the trained ones
@@ -59,6 +66,11 @@ def estimate(method: str, dims: dict, n_params: int, n_embedding: int, micro_bat
     else:  # a frozen bf16 base, fp32 adapters or prefixes
         weights = 2 * n_params + 4 * t
     gradients, optimizer = m.gradient_bytes * t, m.optimizer_bytes * t
+    if ranks > 1 and m.sharded:
+        weights = weights / ranks + 2 * (2 * n_params / dims["layers"])
+        gradients, optimizer = gradients / ranks, optimizer / ranks
+    elif ranks > 1:
+        gradients *= 2
     s, b, h, layers = seq_len, micro_batch, dims["hidden"], dims["layers"]
     if m.adapter == "prefix":
         s += num_virtual_tokens

@@ -40,6 +40,14 @@ class Method:
         return self.adapter == "lora"
 
     @property
+    def sharded(self) -> bool:
+        """Over several GPUs, FSDP shards the trained weights, their gradients and optimizer
+        state (full fine-tuning); adapters train under DDP, every rank holding the whole
+        (possibly 4-bit) base: bitsandbytes' 4-bit weights do not shard, and an adapter's
+        state is too small to be worth it."""
+        return self.adapter is None
+
+    @property
     def gradient_bytes(self) -> int:
         """Per trainable weight: bf16 when the base's own weights train, fp32 adapters."""
         return 2 if self.adapter is None else 4

@@ -185,3 +185,15 @@ def test_a_missing_study_is_one_line_before_any_actor(tmp_path, head):
                        "--storage", f"journal:{tmp_path / 'j.log'}", cwd=tmp_path, env=ENV, timeout=30)
     assert result.returncode == 2
     assert_one_line_error(result, "no study named 'nope'")
+
+
+def test_a_worker_of_two_ranks_is_placed_with_its_resources_together(tiny, tmp_path, head):
+    url = _create(tiny, tmp_path, "ranks", n_trials=1, max_steps=20)
+    ran = tunefleet("ray-workers", "ranks", "--address", head, "--num-workers", 1, "--gpus-per-trial", 2,
+                    "--cpus-per-worker", 0.5, "--gpus-per-worker", 0, "--threads", 1, "--storage", url,
+                    cwd=tmp_path, env=ENV, timeout=180)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (trial,) = _trials(url, "ranks")
+    assert trial.state.name == "COMPLETE", ran.stdout + ran.stderr
+    assert trial.user_attrs[attrs.WORKER]["world_size"] == 2
+    assert {r for r in ("0", "1") if f"rank {r}: trial 0 left training at step 20" in ran.stdout} == {"0", "1"}

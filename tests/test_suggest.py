@@ -45,6 +45,32 @@ def test_memory_components():
     assert no_ckpt - one == 34 * s * h * layers - (2 * s * h * layers + 34 * s * h)
 
 
+def test_a_trial_over_several_gpus_shards_full_fine_tuning_and_not_adapters():
+    full, sharded = (memory.estimate("full", DIMS, P, E, 1, 2048, ranks=r) for r in (1, 4))
+    assert sharded["weights"] == 2 * P / 4 + 2 * (2 * P / 32), "a quarter, plus two layers gathered"
+    assert sharded["gradients"] == full["gradients"] / 4 and sharded["optimizer"] == full["optimizer"] / 4
+    assert sharded["activations"] == full["activations"], "activations are the rank's own micro-batch"
+    lora, ddp = (memory.estimate("lora", DIMS, P, E, 1, 2048, ranks=r) for r in (1, 2))
+    assert ddp["weights"] == lora["weights"] and ddp["gradients"] == 2 * lora["gradients"], "DDP's buckets"
+
+
+def test_full_8b_needs_two_80gb_gpus_and_suggest_says_so(llama8b):
+    model, data = llama8b
+    alone = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 80)
+    assert alone.returncode == 1 and "fits instead: --gpus-per-trial 2 (FSDP" in alone.stdout, alone.stdout
+    four = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 80,
+                     "--gpus-per-trial", 4, "--format", "json")
+    assert four.returncode == 0, four.stdout + four.stderr
+    args = json.loads(four.stdout)["training_arguments"]
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] * 4 == 16
+    text = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 80,
+                     "--gpus-per-trial", 4).stdout
+    assert "4 x 80 GB GPUs" in text and "FSDP" in text and "x 4 GPUs" in text
+    odd = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 80,
+                    "--gpus-per-trial", 3)
+    assert odd.returncode == 2 and "does not split over 3 ranks" in odd.stderr and "Traceback" not in odd.stderr
+
+
 def test_full_8b_on_24gb_is_infeasible_and_says_what_fits(llama8b):
     model, data = llama8b
     result = tunefleet("suggest", "--model", model, "--method", "full", "--dataset", data, "--gpu-memory", 24)

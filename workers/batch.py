@@ -6,26 +6,28 @@ from __future__ import annotations
 
 from search.spec import StudySpec
 from spaces import memory
-from spaces.export import split_batch
+from spaces.export import per_rank_batch, split_batch
 
 HEADROOM = 0.9  # of the free memory: the estimate is an estimate
 
 
-def first_micro_batch(spec: StudySpec, params: dict, free_bytes: float | None) -> int:
+def first_micro_batch(spec: StudySpec, params: dict, free_bytes: float | None, ranks: int = 1) -> int:
     """The largest micro-batch up to the study's maximum whose estimated peak fits in the
-    free memory; with no measure of free memory (CPU), the study's maximum. Never below
-    1: whether micro-batch 1 fits is for the device to say, not the estimate."""
+    free memory, dividing each rank's share of the effective batch; with no measure of free
+    memory (CPU), the study's maximum. Never below 1: whether micro-batch 1 fits is for the
+    device to say, not the estimate."""
+    share = per_rank_batch(params["batch_size"], ranks)
     if free_bytes is None:
-        return split_batch(params["batch_size"], spec.max_micro_batch)[0]
+        return split_batch(share, spec.max_micro_batch)[0]
     from spaces.model import dimensions, parameter_count, read_model_config
 
     path = spec.model_dir()
     dims = dimensions(read_model_config(path))
     n_params, n_embedding = parameter_count(path)
     extra = {k: params[k] for k in ("lora_r", "num_virtual_tokens") if k in params}
-    micro = memory.largest_micro_batch(spec.method, dims, spec.n_params or n_params, n_embedding, params["batch_size"],
+    micro = memory.largest_micro_batch(spec.method, dims, spec.n_params or n_params, n_embedding, share,
                                        spec.seq_len, HEADROOM * free_bytes, cap=spec.max_micro_batch,
-                                       checkpointing=False, **extra)
+                                       checkpointing=False, ranks=ranks, **extra)
     return max(micro, 1)
 
 

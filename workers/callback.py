@@ -12,6 +12,7 @@ from search import progress
 from search.spec import StudySpec
 from workers.detectors import (DivergenceDetector, GradientExplosionDetector, GradientVanishingDetector,
                                OverfittingDetector, PlateauDetector, Verdict)
+from workers.ranks import SOLO
 
 # Verdicts of convergence: the trial ends early as COMPLETE, its value the best eval loss it
 # reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
@@ -23,11 +24,16 @@ class PruningCallback(TrainerCallback):
     """Evaluates (and checkpoints) at the trial's evaluation points; feeds train losses to
     the divergence detector, gradient norms to the explosion and vanishing detectors,
     eval losses (with the train losses between evaluations) to the plateau and
-    overfitting detectors and to the Optuna pruner; the first verdict stops training."""
+    overfitting detectors and to the Optuna pruner; the first verdict stops training.
 
-    def __init__(self, trial, spec: StudySpec, total_steps: int, should_stop=lambda: False):
+    On a trial of several ranks (workers/ranks.py) rank 0 decides, with `trial` its own; the
+    other ranks (`trial` None) receive each decision at the same event, so that every rank
+    stops at the same step."""
+
+    def __init__(self, trial, spec: StudySpec, total_steps: int, should_stop=lambda: False, ranks=SOLO):
         d = spec.detectors
         self.trial, self.spec, self.should_stop, self.total_steps = trial, spec, should_stop, total_steps
+        self.ranks = ranks
         self.points = progress.eval_points(spec, total_steps)  # step -> key reported under
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
@@ -38,6 +44,7 @@ class PruningCallback(TrainerCallback):
         self.interrupted = False
         self.eval_losses: dict[int, float] = {}
         self.started_at_step = 0  # above 0 when the Trainer resumed a checkpoint
+        self.log_history: list = []  # the Trainer's, kept up to date by it
 
     def key(self, step: int) -> int:
         return self.points.get(step) or progress.key(self.spec, step / self.total_steps)
@@ -60,7 +67,7 @@ class PruningCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         """A resumed run: the detectors see the inherited history first (nothing is reported again)."""
-        self.started_at_step = state.global_step
+        self.started_at_step, self.log_history = state.global_step, state.log_history
         for logs in state.log_history:
             if "loss" in logs:
                 self._train_log(logs["step"], logs)
@@ -68,7 +75,7 @@ class PruningCallback(TrainerCallback):
                 self._eval_loss(logs["step"], float(logs["eval_loss"]))
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.should_stop():
+        if self.ranks.share(self.ranks.owner and self.should_stop()):
             self.interrupted = True
             control.should_training_stop = True
         elif state.global_step in self.points:  # a checkpoint at every evaluation, to resume from
@@ -76,26 +83,43 @@ class PruningCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            for verdict in self._train_log(state.global_step, logs):
-                self._end(verdict, control)
+            verdicts = [v for v in self._train_log(state.global_step, logs) if v is not None]
+            self._end(self.ranks.share(verdicts[0] if verdicts else None), control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics or self.verdict is not None:
             return
         step, loss = state.global_step, float(metrics["eval_loss"])
+        decided = self.ranks.share(self._judge(step, loss) if self.ranks.owner else None)
+        if math.isfinite(loss):
+            self.eval_losses[step] = loss
+        if decided is not None:
+            verdict, keep, save = decided
+            self._end(verdict, control, keep)
+            if save is not None:
+                control.should_save = save
+
+    def _judge(self, step: int, loss: float) -> tuple:
+        """Rank 0's decision on an evaluation: (verdict, keep its checkpoint, save or None)."""
         if not math.isfinite(loss):
-            return self._end(Verdict(DivergenceDetector.name, step, {"rule": "non-finite eval loss", "loss": str(loss)}), control)
+            return Verdict(DivergenceDetector.name, step, {"rule": "non-finite eval loss", "loss": str(loss)}), False, None
         best_before = self.best
         new_best = best_before is None or loss < best_before
         self.trial.report(loss, self.key(step))
         verdicts = self._eval_loss(step, loss)
         if step >= self.total_steps:  # the run is done: stopping it now would save nothing
-            control.should_save = new_best  # the checkpoint a trial keeps is its best
-            return
+            return None, False, new_best  # the checkpoint a trial keeps is its best
         for verdict in verdicts:
-            self._end(verdict, control, keep=verdict is not None and verdict.detector in EARLY_STOPPING and new_best)
-        if self.verdict is None and self.trial.should_prune():
-            self._end(self._pruner_verdict(step), control, keep=self.spec.pruner == "asha")
+            if verdict is not None:
+                return verdict, verdict.detector in EARLY_STOPPING and new_best, None
+        if self.trial.should_prune():
+            return self._pruner_verdict(step), self.spec.pruner == "asha", None
+        return None
+
+    def on_save(self, args, state, control, **kwargs):
+        """Every rank has written its part of the checkpoint (its RNG state) before rank 0
+        uploads it (workers/checkpoint.py, the next callback)."""
+        self.ranks.barrier()
 
     def _train_log(self, step: int, logs: dict) -> list:
         loss = float(logs["loss"])

@@ -5,6 +5,10 @@ Each actor runs one `tunefleet worker` child process with the GPUs Ray gave the 
 re-queues its trial, its output and exit code are its own. The launcher places the actors,
 a fixed number or as many as the free resources allow while the study's budget lasts (a
 failed worker ends the filling), and stops them all on SIGINT/SIGTERM.
+
+With --gpus-per-trial N each worker trains its trials on N ranks (workers/multi_gpu.py):
+its actor reserves N times a rank's resources as one bundle of a placement group, so all
+N GPUs of a trial are on one node and are reserved together or not at all.
 """
 
 from __future__ import annotations
@@ -67,13 +71,15 @@ class _Slot:
     work: object  # ObjectRef of WorkerActor.work: the worker's outcome
     ready: object  # ObjectRef resolved once Ray has placed the actor
     host: str | None = None  # set once placed
+    group: object = None  # the placement group of a multi-rank worker, removed when it ends
 
 
 class _Fleet:
     """The launcher's actors, placed or waiting for resources, and how the ended ones did."""
 
-    def __init__(self, ray, actor_class, worker_args: list[str], env: dict):
+    def __init__(self, ray, actor_class, worker_args: list[str], env: dict, bundle: dict | None = None):
         self.ray, self.actor_class, self.worker_args, self.env = ray, actor_class, worker_args, env
+        self.bundle = bundle  # a multi-rank worker's resources, placed together on one node
         self.slots: dict[int, _Slot] = {}
         self.numbers = itertools.count(1)
         self.worst = 0
@@ -81,9 +87,25 @@ class _Fleet:
 
     def add(self, n: int) -> None:
         for _ in range(n):
-            actor = self.actor_class.remote()
+            group, actor_class = None, self.actor_class
+            if self.bundle:
+                from ray.util.placement_group import placement_group
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                group = placement_group([self.bundle], strategy="STRICT_PACK")
+                actor_class = actor_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    group, placement_group_bundle_index=0))
+            actor = actor_class.remote()
             ready = actor.ready.remote()
-            self.slots[next(self.numbers)] = _Slot(actor, actor.work.remote(self.worker_args, self.env), ready)
+            self.slots[next(self.numbers)] = _Slot(actor, actor.work.remote(self.worker_args, self.env), ready,
+                                                   group=group)
+
+    def _forget(self, number: int) -> None:
+        slot = self.slots.pop(number)
+        if slot.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(slot.group)
 
     def all_placed(self) -> bool:
         return all(s.host is not None for s in self.slots.values())
@@ -94,7 +116,7 @@ class _Fleet:
         for number, slot in list(self.slots.items()):
             if slot.host is None:
                 self.ray.kill(slot.actor)
-                del self.slots[number]
+                self._forget(number)
                 print(f"worker {number} never started: no free resources for it in time", flush=True)
 
     def stop(self) -> None:
@@ -120,7 +142,7 @@ class _Fleet:
                 value = {"code": 1, "tail": [str(e).strip().splitlines()[0]]}
             if ref != slot.ready:
                 self._ended(number, value)
-                del self.slots[number]
+                self._forget(number)
             elif isinstance(value, str):
                 slot.host = value
                 print(f"worker {number} started on {slot.host}", flush=True)
@@ -137,7 +159,7 @@ class _Fleet:
 
 
 def launch(name: str, address: str, url: str | None, worker_args: list[str], num_workers: int | None,
-           cpus: float, gpus: float, poll_s: float = POLL_S) -> int:
+           cpus: float, gpus: float, poll_s: float = POLL_S, ranks: int = 1) -> int:
     """Places workers of study `name` on the Ray cluster at `address`: `num_workers`, or
     with None as many as the free resources allow, more as they grow, until the budget is
     spent. Waits for them all; the worst exit code."""
@@ -149,12 +171,13 @@ def launch(name: str, address: str, url: str | None, worker_args: list[str], num
     url = where.url
     study, _ = load(where.open(), name)  # a missing study: one error here, not one per worker
     ray = _connect(address)
-    per_worker = {k: v for k, v in (("CPU", cpus), ("GPU", gpus)) if v}
+    per_worker = {k: v * ranks for k, v in (("CPU", cpus), ("GPU", gpus)) if v}
     _warn_if_no_node_fits(ray, per_worker)
     # max_concurrency 2: stop() must run while work() is still running.
-    actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_concurrency=2)(WorkerActor)
+    actor_class = ray.remote(num_cpus=cpus * ranks, num_gpus=gpus * ranks, max_concurrency=2)(WorkerActor)
     # The URL goes in the environment, not on command lines that `ps` shows.
-    fleet = _Fleet(ray, actor_class, worker_args, {"TUNEFLEET_STORAGE": url})
+    fleet = _Fleet(ray, actor_class, worker_args + (["--gpus-per-trial", str(ranks)] if ranks > 1 else []),
+                   {"TUNEFLEET_STORAGE": url}, per_worker if ranks > 1 else None)
     stop = Stop()  # after ray.init, which sets its own SIGTERM handler
     if num_workers:
         fleet.add(num_workers)
@@ -198,14 +221,19 @@ def _connect(address: str):
 
 
 def _spent(study) -> bool:
-    """Whether no trial may start any more, read as the workers read it."""
+    """Whether no trial may start any more, read as the workers read it: no new configuration
+    may, and none is queued (a queued one still needs a worker)."""
     from search import attrs, budget
     from search.spec import StudySpec
     from storage import outage
 
     try:
         spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])  # `study create --resume` may raise it
-        return budget.stop_reason(study, spec) is not None or budget.trials_spent(study, spec)
+        if budget.stop_reason(study, spec) is not None:
+            return True
+        from optuna.trial import TrialState
+
+        return budget.trials_spent(study, spec) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     except KeyError:  # the study was deleted: its workers leave too
         return True
     except Exception as e:

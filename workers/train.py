@@ -74,17 +74,22 @@ def build_model(spec: StudySpec, params: dict):
 
 
 class Resident:
-    """The worker's warm state for one study: data and the base model, loaded once."""
+    """The worker's warm state for one study: data and the base model, loaded once. A base
+    that FSDP shards (full fine-tuning over several GPUs) is sharded in place, so it is
+    loaded again for each trial instead."""
 
-    def __init__(self, spec: StudySpec):
+    def __init__(self, spec: StudySpec, ranks: int = 1):
         self.spec = spec
         self.data = TrialData(spec)
-        self.base = load_base(spec)
+        self.fresh_per_trial = shards(spec, ranks)
+        self.base = None if self.fresh_per_trial else load_base(spec)
         # Full fine-tuning trains the base itself: keep its weights to restore per trial.
         self.pristine = ({k: v.detach().to("cpu", copy=True) for k, v in self.base.state_dict().items()}
-                         if method_of(spec.method).adapter is None else None)
+                         if self.base is not None and method_of(spec.method).adapter is None else None)
 
     def model_for(self, params: dict):
+        if self.fresh_per_trial:
+            return with_adapter(load_base(self.spec), self.spec, params)
         if self.pristine is not None:
             self.base.load_state_dict(self.pristine)
         return with_adapter(self.base, self.spec, params)
@@ -109,15 +114,27 @@ def _keep_4bit_weights_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def shards(spec: StudySpec, ranks: int) -> bool:
+    """FSDP shards the trial's weights over its ranks: full fine-tuning over several GPUs.
+    accelerate has FSDP for GPUs only: CPU ranks train every method under DDP."""
+    return ranks > 1 and method_of(spec.method).sharded and torch.cuda.is_available()
+
+
 def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_batch: int, total_steps: int,
-                  output_dir: str, callbacks: list) -> Trainer:
+                  output_dir: str, callbacks: list, ranks: int = 1) -> Trainer:
     """The Trainer of one trial of total_steps. When it evaluates and checkpoints is the
     PruningCallback's to say (at the trial's evaluation points, search/progress.py)."""
     kwargs = export.training_arguments(params, spec.method, total_steps, progress.eval_steps(spec, total_steps),
-                                       spec.max_micro_batch, spec.seed, micro_batch=micro_batch)
+                                       spec.max_micro_batch, spec.seed, micro_batch=micro_batch, ranks=ranks)
     # A checkpoint at every evaluation, for a resume after this worker dies (workers/checkpoint.py).
     kwargs.update(eval_strategy="no", save_strategy="no", save_total_limit=1,
                   include_num_input_tokens_seen="non_padding")  # the trial's cost (workers/cost.py)
+    if ranks > 1:  # the ranks' process group is workers/ranks.py's; the Trainer wraps the model
+        kwargs.update(**({} if torch.cuda.is_available() else {"use_cpu": True, "ddp_backend": "gloo"}))
+        if shards(spec, ranks):  # FSDP2, its layers from the model's _no_split_modules
+            kwargs.update(fsdp=True, fsdp_config={"version": 2, "state_dict_type": "FULL_STATE_DICT"})
+        else:  # DDP: every rank holds the (4-bit) base and the adapter
+            kwargs.update(ddp_find_unused_parameters=False)
     args = TrainingArguments(
         output_dir=output_dir, disable_tqdm=True, log_level="error",
         # The divergence detector must see a nan, not the Trainer's stand-in for it.

@@ -68,14 +68,14 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         leases.queue_resume(study, trial, "interrupted")
         return "interrupted; queued again to resume from its checkpoint"
     trial.set_user_attr(attrs.BATCH, {"micro_batch": run.micro_batch, "accumulation": run.accumulation,
-                                      "oom_retries": run.oom_retries,
+                                      "oom_retries": run.oom_retries, "ranks": run.ranks,
                                       "started_at_step": callback.started_at_step})
     trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
     curves.upload(trial, run.log_history, artifact_store)
     first_result = value is not None and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if run.infeasible:
-        trial.set_user_attr(attrs.INFEASIBLE, f"out of memory at micro-batch 1 (effective batch {params['batch_size']})")
-        state, outcome = TrialState.PRUNED, "infeasible: out of memory even at micro-batch 1"
+        trial.set_user_attr(attrs.INFEASIBLE, run.infeasible)
+        state, outcome = TrialState.PRUNED, f"infeasible: {run.infeasible}"
     elif callback.paused:
         trial.set_user_attr(attrs.PAUSED, attrs.Paused(rung=verdict.evidence["rung"], step=verdict.step))
         trial.set_user_attr(attrs.PRUNE, verdict.to_dict())
@@ -106,6 +106,28 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
             and retry_at_half_lr(study, trial, params, callback.spec):
         outcome += "; queued again at half the learning rate"
     return outcome
+
+
+def rank_failed(study, trial, error: Exception, artifact_store) -> str:
+    """A trial over several ranks ended by an error: a rank that died, hung or ran out of
+    memory ends it on every rank and it is queued to resume from its checkpoint, as for a dead
+    worker (the resume starts below the micro-batch that ran out: workers/ranks.py); any other
+    error fails it as on one rank. Either way the group restarts: its other ranks may be stuck
+    in a collective."""
+    import torch
+
+    from workers.ranks import is_rank_failure
+
+    if not (is_rank_failure(error) or isinstance(error, torch.OutOfMemoryError)):
+        return fail(study, trial, error, artifact_store)
+    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    try:
+        trial.set_user_attr(attrs.ERROR, f"a rank failed ({message}); queued again to resume from its checkpoint")
+        study.tell(trial, state=TrialState.FAIL)
+        leases.queue_resume(study, trial, "a rank failed")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return f"a rank failed: {message} (its lease ran out meanwhile: queued again elsewhere)"
+    return f"a rank failed: {message}; queued again to resume from its checkpoint"
 
 
 def fail(study, trial, error: Exception, artifact_store) -> str:

@@ -2,7 +2,12 @@
 Trainer with its callbacks (pruning, checkpoints, cost, timing), resumed from the trial's own
 or its parent's checkpoint, and on an out-of-memory error again from the last checkpoint at
 half the micro-batch (workers/batch.py). What happened is a Run; telling it is
-workers/trial_outcome.py's."""
+workers/trial_outcome.py's.
+
+A trial over several ranks (workers/ranks.py): rank 0 runs `train`, and sends each attempt's
+Plan to the other ranks, which run `follow`; every rank trains the same Plan with the same
+Trainer. There an out-of-memory error ends the trial on every rank (the group restarts and
+the trial resumes at half the micro-batch), as any failure of a rank does."""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search import progress
+from search import attrs, progress
+from search.logs import LOG
+from spaces.export import per_rank_batch
+from workers.ranks import GROUP_BROKEN, SOLO, Ranks
+
+
+OUT_OF_MEMORY = "out of memory at micro-batch 1 (effective batch {})"
 
 
 @dataclass
@@ -22,9 +33,10 @@ class Run:
     micro_batch: int = 0
     accumulation: int = 0
     oom_retries: int = 0
-    infeasible: bool = False  # out of memory even at micro-batch 1
+    infeasible: str = ""  # why the trial cannot run here: out of memory even at micro-batch 1
     timing: object = None  # the TimingCallback: seconds in steps, evaluations, checkpoints (always set by train)
     cost: dict = field(default_factory=dict)  # {"tokens", "seconds"} this trial trained itself
+    ranks: int = 1
 
     @property
     def value(self) -> float | None:
@@ -32,7 +44,20 @@ class Run:
         return self.callback.best
 
 
-def train(trial, params, spec, resident, artifact_store, workdir: Path, should_stop, faults=None) -> Run:
+@dataclass(frozen=True)
+class Plan:
+    """One attempt at a trial, as every rank trains it (rank 0 sends it to the others)."""
+
+    number: int
+    params: dict
+    micro_batch: int
+    total_steps: int
+    output_dir: str
+    resume: str | None
+
+
+def train(trial, params, spec, resident, artifact_store, workdir: Path, should_stop, faults=None,
+          ranks: Ranks = SOLO) -> Run:
     """Trains the trial on the resident base, continuing the trial it resumes or is promoted
     from, if any; on an out-of-memory error, again from its last checkpoint at half the micro-batch."""
     import torch
@@ -42,37 +67,92 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
     from workers.checkpoint import CheckpointCallback, restore
     from workers.cost import CostCallback
     from workers.timing import TimingCallback
-    from workers.train import build_trainer
 
     output_dir = workdir / f"trial-{trial.number}"
     shutil.rmtree(output_dir, ignore_errors=True)
     resume = restore(trial.study, trial, artifact_store, output_dir)
     total = progress.trial_steps(spec, params["batch_size"])
-    micro, retries = first_micro_batch(spec, params, free_device_memory()), 0
     timing, cost = TimingCallback(), CostCallback(trial)
+    failed_at = ranks.out_of_memory_at(trial.user_attrs.get(attrs.RESUME_OF))  # a rank of this group ran out
+    try:
+        share = per_rank_batch(params["batch_size"], ranks.world_size)
+    except ValueError as e:
+        return Run(PruningCallback(trial, spec, total), infeasible=str(e), timing=timing, cost=cost.settle())
+    if failed_at == 1:
+        return Run(PruningCallback(trial, spec, total), [], 1, share, 1, OUT_OF_MEMORY.format(params["batch_size"]),
+                   timing, cost.settle(), ranks.world_size)
+    micro, retries = first_micro_batch(spec, params, free_device_memory(), ranks.world_size), 0
+    if failed_at is not None:
+        micro, retries = min(micro, smaller(failed_at, share)), 1
     while True:
-        model = resident.model_for(params)
-        hook = faults.attach(model) if faults else None
-        callback = PruningCallback(trial, spec, total, should_stop=should_stop)
-        trainer = build_trainer(spec, params, resident.data, model, micro, total, str(output_dir),
-                                [callback, CheckpointCallback(trial, artifact_store, callback.points), cost, timing])
+        plan = Plan(trial.number, params, micro, total, str(output_dir), str(resume) if resume else None)
+        callback = PruningCallback(trial, spec, total, should_stop=should_stop, ranks=ranks)
         try:
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-            if callback.verdict is None and not callback.interrupted and total not in callback.eval_losses:
-                callback.on_evaluate(trainer.args, trainer.state, trainer.control, metrics=trainer.evaluate())
-            return Run(callback, trainer.state.log_history, micro, params["batch_size"] // micro, retries,
-                       timing=timing, cost=cost.settle(trainer.state))
+            attempt(ranks.share(plan), spec, resident, [callback, CheckpointCallback(trial, artifact_store, callback.points),
+                                                       cost, timing], faults, ranks)
+            return Run(callback, callback.log_history, micro, share // micro, retries, timing=timing,
+                       cost=cost.settle(), ranks=ranks.world_size)
         except torch.OutOfMemoryError:
-            so_far = cost.settle(trainer.state)  # what the attempt processed counts
+            so_far = cost.settle()  # what the attempt processed counts
+            if ranks.world_size > 1:  # the other ranks are stuck in a collective: the group ends here
+                ranks.note_out_of_memory(trial.number, micro)
+                raise
             if micro == 1:
-                return Run(callback, trainer.state.log_history, 1, params["batch_size"], retries, True, timing, so_far)
-            micro, retries = smaller(micro, params["batch_size"]), retries + 1
+                return Run(callback, callback.log_history, 1, share, retries, OUT_OF_MEMORY.format(params["batch_size"]),
+                           timing, so_far)
+            micro, retries = smaller(micro, share), retries + 1
             resume = _latest_checkpoint(output_dir) or resume
-        finally:
-            if hook is not None:
-                hook.remove()
-            del trainer
-            resident.release(model)
+
+
+def attempt(plan: Plan, spec, resident, callbacks: list, faults=None, ranks: Ranks = SOLO) -> None:
+    """Trains the plan once, on every rank alike; callbacks[0] is the PruningCallback."""
+    from workers.train import build_trainer
+
+    pruning = callbacks[0]
+    model = resident.model_for(plan.params)
+    hook = faults.attach(model) if faults else None
+    trainer = build_trainer(spec, plan.params, resident.data, model, plan.micro_batch, plan.total_steps,
+                            plan.output_dir, callbacks, ranks.world_size)
+    try:
+        trainer.train(resume_from_checkpoint=plan.resume)
+        if pruning.verdict is None and not pruning.interrupted and plan.total_steps not in pruning.eval_losses:
+            trainer.evaluate()  # the last step's, when the run's length is not an evaluation point
+        if ranks.world_size > 1:
+            LOG.info(f"rank {ranks.rank}: trial {plan.number} left training at step {trainer.state.global_step}")
+    finally:
+        if hook is not None:
+            hook.remove()
+        del trainer
+        resident.release(model)
+
+
+def follow(ranks: Ranks, faults=None) -> int:
+    """A rank other than 0: trains each plan rank 0 sends until it sends none; the exit code."""
+    import torch
+
+    from search.spec import StudySpec
+    from workers.callback import PruningCallback
+    from workers.train import Resident
+
+    from workers.ranks import is_rank_failure
+
+    try:
+        spec = StudySpec.from_dict(ranks.share())
+        resident = Resident(spec, ranks.world_size)
+        while (plan := ranks.share()) is not None:
+            try:
+                attempt(plan, spec, resident, [PruningCallback(None, spec, plan.total_steps, ranks=ranks)],
+                        faults, ranks)
+            except torch.OutOfMemoryError:
+                ranks.note_out_of_memory(plan.number, plan.micro_batch)
+                LOG.info(f"rank {ranks.rank}: trial {plan.number} ran out of memory at micro-batch {plan.micro_batch}")
+                return GROUP_BROKEN
+    except Exception as e:
+        if not is_rank_failure(e):
+            raise
+        LOG.info(f"rank {ranks.rank}: another rank of the trial is gone ({str(e).splitlines()[0][:120]}); leaving")
+        return GROUP_BROKEN
+    return 0
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:

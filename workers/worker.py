@@ -32,8 +32,9 @@ from spaces.space import suggest
 from storage import backend, outage
 from storage import optuna_compat as compat
 from workers.quiet import quiet_libraries
-from workers.trial_outcome import fail, report
-from workers.trial_run import train
+from workers.ranks import GROUP_BROKEN, SOLO, Ranks, from_env
+from workers.trial_outcome import fail, rank_failed, report
+from workers.trial_run import follow, train
 
 MAX_CONSECUTIVE_FAILURES = 3
 STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage to sit through
@@ -42,24 +43,30 @@ STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage 
 def run(study_name: str, url: str | None = None, threads: int | None = None, artifacts: str | None = None,
         faults=None) -> int:
     """Work on the study until its budget is spent or a signal arrives; the exit code.
-    `faults` (tests only) arms the model with injected errors, e.g. OutOfMemoryAbove."""
+    `faults` (tests only) arms the model with injected errors, e.g. OutOfMemoryAbove.
+    One rank of a multi-GPU trial (workers/ranks.py) when the group launcher started it so:
+    rank 0 runs this loop, the others follow it."""
     stop = Stop()
-    logs.to_stderr(f"worker {socket.gethostname()}:{os.getpid()}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    where = backend(url)
-    storage = where.open()
-    study, spec = load(storage, study_name)
-    artifact_store = where.artifacts(storage, artifacts)
+    ranks = from_env()
+    logs.to_stderr(f"worker {socket.gethostname()}:{os.getpid()}" + (f" rank {ranks.rank}" if ranks.world_size > 1 else ""))
     quiet_libraries()
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    if not ranks.owner:
+        return follow(ranks, faults)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    where = backend(url)
+    storage = where.open()
+    study, spec = load(storage, study_name)
+    artifact_store = where.artifacts(storage, artifacts)
     from workers.multi_gpu import device_info
     from workers.train import Resident
 
-    resident = Resident(spec)
-    device = device_info()
+    ranks.share(spec.to_dict())
+    resident = Resident(spec, ranks.world_size)
+    device = {**device_info(), "world_size": ranks.world_size}
     # The Trainer runs a full gc.collect() at every train() (0.3 s here, per trial, over the
     # millions of objects torch and transformers import); frozen, they are no longer scanned.
     gc.freeze()
@@ -67,6 +74,7 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
     workdir = Path(tempfile.gettempdir()) / f"tunefleet-{os.getpid()}"
     failures = 0
     queued_only = where.behind_coordinator  # takes trials the coordinator queued; creates none
+    broken = False
     try:
         while not stop():
             started = time.time()
@@ -92,11 +100,14 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                 break
             with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds) as lease:
                 outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
-                                           lambda: stop() or lease.lost, lease, faults, started)
+                                           lambda: stop() or lease.lost, lease, faults, started, ranks)
             if outcome is None:  # the storage stayed away
                 return 1
             failures = failures + 1 if failed else 0
             LOG.info(f"trial {trial.number} {outcome} ({time.time() - started:.1f} s)")
+            if failed is None:  # a rank of the trial failed: the others may be stuck in a collective
+                broken = True
+                return GROUP_BROKEN
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 LOG.info(f"{failures} trials failed in a row; stopping")
                 return 1
@@ -105,23 +116,28 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
             raise
         LOG.info(f"study '{study.study_name}' was deleted; exiting")
         return 2
+    finally:
+        if not broken:
+            ranks.share(None)  # the other ranks leave with this one
     return 0
 
 
 def _work_on(study, trial, spec, space, resident, artifact_store, workdir, should_stop, lease, faults,
-             claimed_at) -> tuple[str | None, bool]:
+             claimed_at, ranks: Ranks = SOLO) -> tuple[str | None, bool | None]:
     """Trains and reports one claimed trial: (outcome in words, or None if the storage
-    did not come back; whether the trial failed)."""
+    did not come back; whether the trial failed, None when a rank of it failed)."""
     try:
         params = suggest(trial, space)
         result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
-                       faults=faults)
+                       faults=faults, ranks=ranks)
         if lease.lost:
             raise optuna.exceptions.UpdateFinishedTrialError("lease lost")
         return report(study, trial, params, result, artifact_store, claimed_at=claimed_at), False
     except optuna.exceptions.UpdateFinishedTrialError:
         return "dropped: its lease ran out and it was queued again elsewhere", False
     except Exception as e:
+        if ranks.world_size > 1 and not outage.unreachable(e):
+            return rank_failed(study, trial, e, artifact_store), None
         if not outage.unreachable(e):  # one broken trial must not leave it RUNNING or stop the worker
             return fail(study, trial, e, artifact_store), True
         LOG.info(f"trial {trial.number} abandoned: the storage went away")  # its lease re-queues it
