@@ -117,4 +117,4 @@ def test_out_of_memory_on_the_ranks_resumes_the_trial_at_half_the_micro_batch(ti
     assert first.state == TrialState.FAIL and "OutOfMemoryError" in first.user_attrs[attrs.ERROR]
     assert resumed.state == TrialState.COMPLETE and resumed.user_attrs[attrs.RESUME_OF] == 0
     assert resumed.user_attrs[attrs.BATCH] | {"started_at_step": 0} == {
-        "micro_batch": 4, "accumulation": 2, "oom_retries": 1, "ranks": 2, "started_at_step": 0}
+        "micro_batch": 4, "accumulation": 2, "oom_retries": 1, "ranks": 2, "started_at_step": 0, "peak_memory_gib": None}

@@ -69,6 +69,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         return "interrupted; queued again to resume from its checkpoint"
     trial.set_user_attr(attrs.BATCH, {"micro_batch": run.micro_batch, "accumulation": run.accumulation,
                                       "oom_retries": run.oom_retries, "ranks": run.ranks,
+                                      "peak_memory_gib": run.peak_memory and round(run.peak_memory / 2 ** 30, 3),
                                       "started_at_step": callback.started_at_step})
     trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
     curves.upload(trial, run.log_history, artifact_store)

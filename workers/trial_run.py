@@ -31,12 +31,13 @@ class Run:
     callback: object  # the PruningCallback: verdict, eval losses, interrupted, best
     log_history: list = field(default_factory=list)
     micro_batch: int = 0
-    accumulation: int = 0
+    accumulation: int = 0  # per rank: micro-batch x accumulation x ranks = the effective batch
     oom_retries: int = 0
     infeasible: str = ""  # why the trial cannot run here: out of memory even at micro-batch 1
     timing: object = None  # the TimingCallback: seconds in steps, evaluations, checkpoints (always set by train)
     cost: dict = field(default_factory=dict)  # {"tokens", "seconds"} this trial trained itself
     ranks: int = 1
+    peak_memory: int | None = None  # bytes the device's allocator held at most (CUDA only)
 
     @property
     def value(self) -> float | None:
@@ -84,6 +85,8 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
     micro, retries = first_micro_batch(spec, params, free_device_memory(), ranks.world_size), 0
     if failed_at is not None:
         micro, retries = min(micro, smaller(failed_at, share)), 1
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     while True:
         plan = Plan(trial.number, params, micro, total, str(output_dir), str(resume) if resume else None)
         callback = PruningCallback(trial, spec, total, should_stop=should_stop, ranks=ranks)
@@ -91,7 +94,8 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
             attempt(ranks.share(plan), spec, resident, [callback, CheckpointCallback(trial, artifact_store, callback.points),
                                                        cost, timing], faults, ranks)
             return Run(callback, callback.log_history, micro, share // micro, retries, timing=timing,
-                       cost=cost.settle(), ranks=ranks.world_size)
+                       cost=cost.settle(), ranks=ranks.world_size,
+                       peak_memory=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)
         except torch.OutOfMemoryError:
             so_far = cost.settle()  # what the attempt processed counts
             if ranks.world_size > 1:  # the other ranks are stuck in a collective: the group ends here
