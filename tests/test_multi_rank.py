@@ -118,3 +118,24 @@ def test_out_of_memory_on_the_ranks_resumes_the_trial_at_half_the_micro_batch(ti
     assert resumed.state == TrialState.COMPLETE and resumed.user_attrs[attrs.RESUME_OF] == 0
     assert resumed.user_attrs[attrs.BATCH] | {"started_at_step": 0} == {
         "micro_batch": 4, "accumulation": 2, "oom_retries": 1, "ranks": 2, "started_at_step": 0, "peak_memory_gib": None}
+
+
+def test_gpus_split_into_groups_of_a_trial():
+    from workers.multi_gpu import groups_of, parse_gpus
+
+    assert parse_gpus("0-3,6,7") == ["0", "1", "2", "3", "6", "7"] and parse_gpus("2") == ["2"]
+    assert groups_of(parse_gpus("0-7"), 4) == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
+    assert groups_of(None, 2) == [None], "no --gpus: one group of what the process sees (or CPU ranks)"
+    for bad in ("0-", "3-1", "0,0", "a", ""):
+        with pytest.raises(ValueError, match="distinct GPU indices"):
+            parse_gpus(bad)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--gpus", "0-2", "--gpus-per-trial", "2"], "3 GPUs do not split into trials of 2"),
+    (["--gpus", "1-0"], "distinct GPU indices"),
+    (["--gpus-per-trial", "0"], "--gpus-per-trial"),
+])
+def test_bad_gpu_options_are_one_line(tmp_path, args, expected):
+    ran = tunefleet("worker", "nothing", *args, cwd=tmp_path)
+    assert ran.returncode == 2 and expected in ran.stderr and "Traceback" not in ran.stderr, ran.stderr

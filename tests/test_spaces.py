@@ -67,6 +67,10 @@ def test_training_arguments_mapping():
     assert export.peft_config(params, "qlora")["lora_alpha"] == 16
     assert export.quantization_config("qlora")["bnb_4bit_quant_type"] == "nf4"
     assert export.peft_config(params, "full") is None
+    over4 = export.training_arguments(params, "qlora", max_steps=50, eval_steps=5, max_micro_batch=4, ranks=4)
+    assert (over4["per_device_train_batch_size"], over4["gradient_accumulation_steps"]) == (4, 2), "32 = 4 x 2 x 4"
+    with pytest.raises(ValueError, match="does not split over 3 ranks"):
+        export.per_rank_batch(32, 3)
 
 
 def _spec(**kw):

@@ -16,6 +16,7 @@ never leaves the next trial unable to start.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,13 +33,13 @@ RESTART_WINDOW_S = 120
 
 def parse_gpus(text: str) -> list[str]:
     """0,1,2 or 0-7 or 0-3,6,7: distinct GPU indices."""
-    gpus = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
+    gpus, parts = [], [p.strip() for p in text.split(",")]
+    for part in parts:
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if m is None or int(m[2] or m[1]) < int(m[1]):
             gpus = []
             break
-        gpus += [str(i) for i in range(int(low), int(high or low) + 1)]
+        gpus += [str(i) for i in range(int(m[1]), int(m[2] or m[1]) + 1)]
     if not gpus or len(set(gpus)) != len(gpus):
         raise ValueError(f"--gpus takes distinct GPU indices like 0,1,2 or 0-7 (got '{text}')")
     return gpus

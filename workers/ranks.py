@@ -25,6 +25,9 @@ from pathlib import Path
 # alone (uploading a full model's checkpoint), short enough that a rank whose peer hung
 # does not hold its GPUs for torch's default half hour.
 TIMEOUT = datetime.timedelta(minutes=15)
+# The decisions' group waits for rank 0 between trials too, while it waits for a running trial
+# of another worker, say: a dead rank 0 is noticed by its closed connection, not a timeout.
+IDLE_TIMEOUT = datetime.timedelta(days=7)
 GROUP_BROKEN = 3  # rank 0's exit code: a rank failed, the trial is queued to resume; restart the group
 
 
@@ -55,7 +58,7 @@ class Ranks:
         if self.world_size > 1:
             import torch.distributed as dist
 
-            dist.barrier(group=self._control)
+            dist.monitored_barrier(group=self._control, timeout=TIMEOUT)  # names a rank that hangs
 
     def note_out_of_memory(self, trial_number: int, micro_batch: int) -> None:
         """Left for the trial's resume: it starts below this micro-batch."""
@@ -94,7 +97,7 @@ def from_env() -> Ranks:
     if cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
-    control = dist.new_group(backend="gloo", timeout=TIMEOUT) if cuda else None
+    control = dist.new_group(backend="gloo", timeout=IDLE_TIMEOUT)
     group_dir = Path(os.environ["TUNEFLEET_GROUP_DIR"]) if os.environ.get("TUNEFLEET_GROUP_DIR") else None
     return Ranks(rank, world, local, group_dir, control)
 

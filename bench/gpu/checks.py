@@ -92,8 +92,10 @@ def build(sizes: Sizes, root: Path) -> tuple[Path, Path, Path]:
 
 
 def _cli(*args, env: dict | None = None, cwd: Path) -> str:
+    env = dict(env or {})  # its PYTHONPATH goes first, then the checkout, then the caller's (the wheels')
+    path = os.pathsep.join(filter(None, [env.pop("PYTHONPATH", None), str(ROOT), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, "-m", "search.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})})
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **env, "PYTHONPATH": path})
     if done.returncode != 0:
         raise SystemExit(f"tunefleet {' '.join(map(str, args[:3]))} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return done.stderr
@@ -199,7 +201,7 @@ def out_of_memory(model: Path, long: Path, sizes: Sizes, work: Path, dry: bool) 
             "import torch\n"
             f"torch.cuda.set_per_process_memory_fraction({sizes.oom_cap_gib} * 2**30 / "
             "torch.cuda.get_device_properties(0).total_memory)\n")
-        log = _cli("worker", "oom", env={"PYTHONPATH": f"{cap}{os.pathsep}{ROOT}"}, cwd=work)
+        log = _cli("worker", "oom", env={"PYTHONPATH": str(cap)}, cwd=work)
         how = f"allocator capped at {sizes.oom_cap_gib:g} GiB"
     (trial,) = _study(work, "oom").get_trials()
     return {"how": how, "state": trial.state.name, "batch": trial.user_attrs.get("tunefleet.batch"),
