@@ -72,14 +72,6 @@ class Ranks:
         note = self.group_dir / f"oom-trial-{trial_number}"
         return int(note.read_text()) if note.exists() else None
 
-    def close(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-
 SOLO = Ranks()
 
 

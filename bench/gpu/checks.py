@@ -19,7 +19,7 @@ random weights (nothing is downloaded) and a tokenizer trained here:
   first micro-batch fails in the allocator and the worker halves it until it fits. On CPU
   (--dry) the error is injected (`--inject-oom-above`), the back-off is the same code.
 - two_ranks: with two GPUs (or, --dry, two CPU ranks), a LoRA trial on 2 ranks (DDP), and
-  on GPUs a full fine-tuning trial on 2 ranks (FSDP2).
+  on GPUs a QLoRA trial (DDP, a 4-bit base on each GPU) and a full fine-tuning trial (FSDP2).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def two_ranks(model: Path, pairs: Path, sizes: Sizes, work: Path, dry: bool) -> 
     if not dry and torch.cuda.device_count() < 2:
         return {"skipped": f"{torch.cuda.device_count()} GPU(s): a 2-rank trial needs 2"}
     out = {}
-    for method in ("lora",) if dry else ("lora", "full"):
+    for method in ("lora",) if dry else ("lora", "qlora", "full"):
         name = f"ranks-{method}"
         _cli("study", "create", name, "--model", model, "--dataset", pairs, "--method", method, "--n-trials", 1,
              "--max-steps", sizes.steps, "--eval-steps", sizes.steps // 2, "--seq-len", sizes.seq_len // 2,
