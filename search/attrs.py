@@ -14,6 +14,7 @@ WORKER = "tunefleet.worker"  # trial: host, pid and claim time of its worker
 PRUNE = "tunefleet.prune"  # trial: detector, step and evidence that ended it
 ERROR = "tunefleet.error"  # trial: the error that failed it
 RESUME_OF = "tunefleet.resume_of"  # trial: the trial whose lease expired, continued from its checkpoint
+OUT_OF_MEMORY_AT = "tunefleet.out_of_memory_at"  # trial: resumes one a rank of which ran out at this micro-batch
 BATCH = "tunefleet.batch"  # trial: micro-batch, accumulation, ranks, out-of-memory retries, peak memory, step it started at
 TIMING = "tunefleet.timing"  # trial: seconds from claim to first step, in steps, evaluations, checkpoints
 INFEASIBLE = "tunefleet.infeasible"  # trial: out of memory at micro-batch 1; the sampler avoids its region

@@ -63,13 +63,15 @@ def stop_reason(study: optuna.Study, spec, now: float | None = None, trials: lis
 
 
 def gpu_hours(trials, now: float) -> float:
-    """GPU time of every trial that ran, running ones up to now (one GPU per worker)."""
+    """GPU time of every trial that ran, running ones up to now: its wall time on each of its
+    ranks (one GPU each)."""
     seconds = 0.0
     for t in trials:
         if t.datetime_start is None:
             continue
         end = t.datetime_complete.timestamp() if t.datetime_complete else now
-        seconds += max(0.0, end - t.datetime_start.timestamp())
+        ranks = t.user_attrs.get(attrs.WORKER, {}).get("world_size", 1)
+        seconds += max(0.0, end - t.datetime_start.timestamp()) * ranks
     return seconds / 3600
 
 

@@ -67,11 +67,12 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
     return requeued
 
 
-def queue_resume(study: optuna.Study, trial, why: str) -> None:
-    """Queues the trial's params again, marked to resume from its checkpoint."""
+def queue_resume(study: optuna.Study, trial, why: str, extra: dict | None = None) -> None:
+    """Queues the trial's params again, marked to resume from its checkpoint (with `extra` attrs)."""
     study.enqueue_trial(trial.params, user_attrs={attrs.SOURCE: f"resume of trial {trial.number} ({why})",
                                                   attrs.RESUME_OF: trial.number,
-                                                  attrs.LINEAGE: trial.user_attrs.get(attrs.LINEAGE, trial.number)})
+                                                  attrs.LINEAGE: trial.user_attrs.get(attrs.LINEAGE, trial.number),
+                                                  **(extra or {})})
 
 
 def resumes(study: optuna.Study, trial) -> int:

@@ -76,13 +76,14 @@ def test_coordinator_requeues_a_dead_workers_trial_and_stops_at_the_target(tiny,
     assert "target reached" in study.user_attrs[attrs.STOP]["reason"]
 
 
-def _ran(minutes_ago_start: float, minutes_ago_end: float | None, now: float):
+def _ran(minutes_ago_start: float, minutes_ago_end: float | None, now: float, ranks: int = 1):
     at = lambda m: datetime.datetime.fromtimestamp(now - 60 * m)  # noqa: E731
     return optuna.trial.FrozenTrial(
         number=0, trial_id=0, state=TrialState.COMPLETE if minutes_ago_end is not None else TrialState.RUNNING,
         value=1.0 if minutes_ago_end is not None else None, datetime_start=at(minutes_ago_start),
         datetime_complete=at(minutes_ago_end) if minutes_ago_end is not None else None,
-        params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={})
+        params={}, distributions={}, user_attrs={attrs.WORKER: {"world_size": ranks}}, system_attrs={},
+        intermediate_values={})
 
 
 def test_gpu_hour_and_wall_budgets():
@@ -97,6 +98,8 @@ def test_gpu_hour_and_wall_budgets():
     assert abs(budget.gpu_hours(study.get_trials() + [_ran(25, None, now)], now) - 65 / 60) < 1e-6
     study.add_trial(_ran(25, 0, now))
     assert budget.stop_reason(study, spec, now).startswith("GPU-hour budget spent (1.083 of 1 h)")
+    # A trial over four GPUs spends four GPU-hours an hour.
+    assert abs(budget.gpu_hours([_ran(30, 15, now, ranks=4)], now) - 1.0) < 1e-6
 
     spec = StudySpec(model="m", dataset="d", method="lora", n_examples=100, max_wall_hours=2.0)
     study.set_user_attr(attrs.CREATED, now - 3600)

@@ -12,7 +12,7 @@ from search import progress
 from search.spec import StudySpec
 from workers.detectors import (DivergenceDetector, GradientExplosionDetector, GradientVanishingDetector,
                                OverfittingDetector, PlateauDetector, Verdict)
-from workers.ranks import SOLO
+from workers.ranks import SOLO, UPLOAD_TIMEOUT
 
 # Verdicts of convergence: the trial ends early as COMPLETE, its value the best eval loss it
 # reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
@@ -121,6 +121,7 @@ class PruningCallback(TrainerCallback):
         uploads it (workers/checkpoint.py, the next callback)."""
         self.ranks.barrier()
 
+
     def _train_log(self, step: int, logs: dict) -> list:
         loss = float(logs["loss"])
         self.overfitting.add_train_loss(loss)
@@ -159,3 +160,15 @@ class PruningCallback(TrainerCallback):
             evidence["rule"] = (f"best eval loss {best:.4f} above the median {evidence['median']:.4f} "
                                 f"of {len(others)} complete trials")
         return Verdict(f"pruner:{type(study.pruner).__name__}", step, evidence)
+
+
+class UploadedOnEveryRank(TrainerCallback):
+    """The last callback of a trial over several ranks: the other ranks wait here, on the
+    decisions' gloo group, while rank 0 uploads the checkpoint, not in the next step's
+    collective, whose timeout the upload of a large model could outlast."""
+
+    def __init__(self, ranks):
+        self.ranks = ranks
+
+    def on_save(self, args, state, control, **kwargs):
+        self.ranks.barrier(UPLOAD_TIMEOUT)

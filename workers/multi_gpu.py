@@ -74,7 +74,8 @@ class _Group:
             if "--threads" in self.worker_args:  # or accelerate sets its own count on CPU ranks
                 env["OMP_NUM_THREADS"] = self.worker_args[self.worker_args.index("--threads") + 1]
         self.children = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", *self.worker_args],
-                                          env={**env, **({"RANK": str(r), "LOCAL_RANK": str(r)} if self.ranks > 1 else {})})
+                                          env={**env, **({"RANK": str(r), "LOCAL_RANK": str(r)} if self.ranks > 1 else {})},
+                                          preexec_fn=_die_with_launcher)
                          for r in range(self.ranks)]
         self.started, self.broken_at = time.time(), None
 
@@ -141,6 +142,15 @@ def run_groups(worker_args: list[str], gpus: list[str] | None, per_trial: int) -
         for group in groups:
             group.poll(bool(stopping))
     return max(group.code for group in groups)
+
+
+def _die_with_launcher() -> None:
+    """In the child: killed with its launcher (even by SIGKILL, which leaves nothing to forward a
+    signal), not left training on and holding its GPU; its trial's lease queues the trial again."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:

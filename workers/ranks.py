@@ -28,6 +28,7 @@ TIMEOUT = datetime.timedelta(minutes=15)
 # The decisions' group waits for rank 0 between trials too, while it waits for a running trial
 # of another worker, say: a dead rank 0 is noticed by its closed connection, not a timeout.
 IDLE_TIMEOUT = datetime.timedelta(days=7)
+UPLOAD_TIMEOUT = datetime.timedelta(hours=2)  # for rank 0 to upload a checkpoint to the artifact store
 GROUP_BROKEN = 3  # rank 0's exit code: a rank failed, the trial is queued to resume; restart the group
 
 
@@ -54,11 +55,11 @@ class Ranks:
         dist.broadcast_object_list(box, src=0, group=self._control)
         return box[0]
 
-    def barrier(self) -> None:
+    def barrier(self, timeout: datetime.timedelta = TIMEOUT) -> None:
         if self.world_size > 1:
             import torch.distributed as dist
 
-            dist.monitored_barrier(group=self._control, timeout=TIMEOUT)  # names a rank that hangs
+            dist.monitored_barrier(group=self._control, timeout=timeout)  # names a rank that hangs
 
     def note_out_of_memory(self, trial_number: int, micro_batch: int) -> None:
         """Left for the trial's resume: it starts below this micro-batch."""

@@ -109,23 +109,30 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
     return outcome
 
 
-def rank_failed(study, trial, error: Exception, artifact_store) -> str:
-    """A trial over several ranks ended by an error: a rank that died, hung or ran out of
-    memory ends it on every rank and it is queued to resume from its checkpoint, as for a dead
-    worker (the resume starts below the micro-batch that ran out: workers/ranks.py); any other
-    error fails it as on one rank. Either way the group restarts: its other ranks may be stuck
-    in a collective."""
+def rank_failed(study, trial, error: Exception, artifact_store, spec, out_of_memory_at: int | None = None) -> str:
+    """A trial over several ranks that an error ended while its ranks trained (the group restarts
+    after it: the other ranks may be stuck in a collective). A rank that died, hung or ran out
+    of memory ends it on every rank, and it is queued to resume from its checkpoint, as for a
+    dead worker, up to the study's max_resumes, below the micro-batch that ran out if one did;
+    a lost lease or storage drops it (its lease re-queues it); any other error fails it as on
+    one rank."""
     import torch
 
     from workers.ranks import is_rank_failure
 
-    if not (is_rank_failure(error) or isinstance(error, torch.OutOfMemoryError)):
-        return fail(study, trial, error, artifact_store)
+    if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
+        return "dropped: its lease ran out and it was queued again elsewhere"
+    if outage.unreachable(error):
+        return "abandoned: the storage went away; its lease queues it again"
+    resumed = leases.resumes(study, trial)
+    if not (is_rank_failure(error) or isinstance(error, torch.OutOfMemoryError)) or resumed >= spec.max_resumes:
+        return fail(study, trial, error, artifact_store) + (f" (after {resumed} resumes)" if resumed else "")
     message = f"{type(error).__name__}: {error}".splitlines()[0]
     try:
         trial.set_user_attr(attrs.ERROR, f"a rank failed ({message}); queued again to resume from its checkpoint")
         study.tell(trial, state=TrialState.FAIL)
-        leases.queue_resume(study, trial, "a rank failed")
+        leases.queue_resume(study, trial, "a rank failed",
+                            {attrs.OUT_OF_MEMORY_AT: out_of_memory_at} if out_of_memory_at else None)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"a rank failed: {message} (its lease ran out meanwhile: queued again elsewhere)"
     return f"a rank failed: {message}; queued again to resume from its checkpoint"

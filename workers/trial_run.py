@@ -11,6 +11,7 @@ the trial resumes at half the micro-batch), as any failure of a rank does."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from search import attrs, progress
 from search.logs import LOG
 from spaces.export import per_rank_batch
-from workers.ranks import GROUP_BROKEN, SOLO, Ranks
+from workers.ranks import GROUP_BROKEN, SOLO, Ranks, is_rank_failure
 
 
 OUT_OF_MEMORY = "out of memory at micro-batch 1 (effective batch {})"
@@ -74,7 +75,7 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
     resume = restore(trial.study, trial, artifact_store, output_dir)
     total = progress.trial_steps(spec, params["batch_size"])
     timing, cost = TimingCallback(), CostCallback(trial)
-    failed_at = ranks.out_of_memory_at(trial.user_attrs.get(attrs.RESUME_OF))  # a rank of this group ran out
+    failed_at = trial.user_attrs.get(attrs.OUT_OF_MEMORY_AT)  # a rank of the trial it resumes ran out
     try:
         share = per_rank_batch(params["batch_size"], ranks.world_size)
     except ValueError as e:
@@ -110,9 +111,12 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
 
 def attempt(plan: Plan, spec, resident, callbacks: list, faults=None, ranks: Ranks = SOLO) -> None:
     """Trains the plan once, on every rank alike; callbacks[0] is the PruningCallback."""
+    from workers.callback import UploadedOnEveryRank
     from workers.train import build_trainer
 
     pruning = callbacks[0]
+    if ranks.world_size > 1:
+        callbacks = [*callbacks, UploadedOnEveryRank(ranks)]
     model = resident.model_for(plan.params)
     hook = faults.attach(model) if faults else None
     trainer = build_trainer(spec, plan.params, resident.data, model, plan.micro_batch, plan.total_steps,
@@ -138,11 +142,10 @@ def follow(ranks: Ranks, faults=None) -> int:
     from workers.callback import PruningCallback
     from workers.train import Resident
 
-    from workers.ranks import is_rank_failure
-
     try:
         spec = StudySpec.from_dict(ranks.share())
         resident = Resident(spec, ranks.world_size)
+        gc.freeze()  # as rank 0 does: the Trainer's gc.collect() per train() skips what is loaded
         while (plan := ranks.share()) is not None:
             try:
                 attempt(plan, spec, resident, [PruningCallback(None, spec, plan.total_steps, ranks=ranks)],

@@ -128,16 +128,20 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
     did not come back; whether the trial failed, None when a rank of it failed)."""
     try:
         params = suggest(trial, space)
-        result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
-                       faults=faults, ranks=ranks)
+        try:
+            result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
+                           faults=faults, ranks=ranks)
+        except Exception as e:
+            if ranks.world_size == 1:
+                raise
+            # The other ranks may be inside the trial's collectives: the group ends here.
+            return rank_failed(study, trial, e, artifact_store, spec, ranks.out_of_memory_at(trial.number)), None
         if lease.lost:
             raise optuna.exceptions.UpdateFinishedTrialError("lease lost")
         return report(study, trial, params, result, artifact_store, claimed_at=claimed_at), False
     except optuna.exceptions.UpdateFinishedTrialError:
         return "dropped: its lease ran out and it was queued again elsewhere", False
     except Exception as e:
-        if ranks.world_size > 1 and not outage.unreachable(e):
-            return rank_failed(study, trial, e, artifact_store), None
         if not outage.unreachable(e):  # one broken trial must not leave it RUNNING or stop the worker
             return fail(study, trial, e, artifact_store), True
         LOG.info(f"trial {trial.number} abandoned: the storage went away")  # its lease re-queues it
