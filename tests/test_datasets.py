@@ -158,7 +158,11 @@ def test_packing_trains_the_same_run_without_padding(tiny, tmp_path):
     from workers.trial_run import train
 
     quiet = Detectors(divergence_ratio=1e30, divergence_rise=1e30, plateau_window=10**9)
-    runs, params = {}, {"batch_size": 8, "lora_dropout": 0.0}  # dropout masks would follow the batch's shape
+    # Fixed params: dropout masks would follow the batch's shape, and a high sampled learning rate
+    # turns the float-order differences of packed and padded batches into different runs.
+    runs, params = {}, {"batch_size": 8, "lora_dropout": 0.0, "learning_rate": 5e-4, "lr_scheduler_type": "cosine",
+                        "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0, "lora_r": 8,
+                        "lora_alpha_ratio": 2}
     for packing in (False, True):
         spec = spec_from_inputs(tiny[0], tiny[1], "lora", max_steps=4, eval_steps=2, seq_len=48, pruner="none",
                                 packing=packing, detectors=quiet)

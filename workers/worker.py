@@ -48,7 +48,8 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
     rank 0 runs this loop, the others follow it."""
     stop = Stop()
     ranks = from_env()
-    logs.to_stderr(f"worker {socket.gethostname()}:{os.getpid()}" + (f" rank {ranks.rank}" if ranks.world_size > 1 else ""))
+    rank = f" rank {ranks.rank}" if ranks.world_size > 1 else ""
+    logs.to_stderr(f"worker {socket.gethostname()}:{os.getpid()}{rank}")
     quiet_libraries()
     import torch
 
