@@ -17,7 +17,8 @@ RESUME_OF = "tunefleet.resume_of"  # trial: the trial whose lease expired, conti
 OUT_OF_MEMORY_AT = "tunefleet.out_of_memory_at"  # trial: resumes one a rank of which ran out at this micro-batch
 BATCH = "tunefleet.batch"  # trial: micro-batch, accumulation, ranks, out-of-memory retries, peak memory, step it started at
 TIMING = "tunefleet.timing"  # trial: seconds from claim to first step, in steps, evaluations, checkpoints
-INFEASIBLE = "tunefleet.infeasible"  # trial: out of memory at micro-batch 1; the sampler avoids its region
+INFEASIBLE = "tunefleet.infeasible"  # trial: cannot run (out of memory at micro-batch 1, or an effective
+# batch its ranks cannot split); the sampler avoids its region
 LINEAGE = "tunefleet.lineage"  # trial: number of the trial that started this configuration (continuations only)
 PROMOTED_FROM = "tunefleet.promoted_from"  # trial: the paused trial it continues at the next rung
 PAUSED = "tunefleet.paused"  # trial: {"rung": key, "step": n}: stopped at a rung, checkpoint kept, may be promoted

@@ -459,11 +459,12 @@ def trials(name, storage_url, as_json, as_csv):
 def export_cmd(name, out, number, merge, artifacts, storage_url, as_json):
     """Write a trial's kept weights as a finished model: adapter (or model), its training
     arguments and peft config, a `trl sft` config and a README."""
+    from search.study import load
     from storage import backend
     from workers.export_trial import export_trial
 
     storage = _open(storage_url)
-    study, spec = _load(storage_url, name)
+    study, spec = load(storage, name)
     record = export_trial(study, spec, backend(storage_url).artifacts(storage, artifacts), Path(out), number, merge)
     if as_json:
         return _print_json(record)

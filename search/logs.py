@@ -1,5 +1,5 @@
-"""What the long-running commands (worker, coordinator, ray-workers) say as they go: one line
-each on stderr, `[who] message`, through stdlib logging (logger "tunefleet"), so that an
+"""What the long-running processes (worker, coordinator) say as they go: one line each on
+stderr, `[who] message`, through stdlib logging (logger "tunefleet"), so that an
 application embedding them can route, filter or silence it as it does any other library's."""
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ LOG = logging.getLogger("tunefleet")
 
 class _Stderr(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (a test's capture, a redirected stream)."""
-
-    def __init__(self):
-        super().__init__()
 
     @property
     def stream(self):

@@ -10,13 +10,12 @@ import json
 import optuna
 
 from search import ready
-from search.ready import Queue
 from storage import optuna_compat as compat
 
 SERVICE = "tunefleet.Ready"
 
 
-def handler(queue: Queue, storage):
+def handler(queue: ready.Queue, storage):
     """The Take and Open calls, served beside the storage service (storage/proxy.py)."""
     import grpc
 

@@ -1,5 +1,6 @@
 """Every text view of the command line: what a command prints for people (its --json is the
-report's own dict). search/report.py builds the reports; these only lay them out."""
+report's own dict). search/report.py builds the reports (a trial's "ended" text with
+describe_prune from here); these only lay them out."""
 
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def _text(r: dict) -> str:
                 lines.append(f"fits instead: --method {alt['method']} (micro-batch {alt['micro_batch']}, "
                              f"{alt['total'] / GIB:.1f} GiB)")
         if not r["alternatives"]:
-            lines.append("nothing fits on one GPU of this size: shard the model over several GPUs")
+            lines.append("nothing fits on GPUs of this size")
         return "\n".join(lines)
     a = r["training_arguments"]
     lines = [

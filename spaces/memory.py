@@ -66,7 +66,7 @@ def estimate(method: str, dims: dict, n_params: int, n_embedding: int, micro_bat
     else:  # a frozen bf16 base, fp32 adapters or prefixes
         weights = 2 * n_params + 4 * t
     gradients, optimizer = m.gradient_bytes * t, m.optimizer_bytes * t
-    if ranks > 1 and m.sharded:
+    if m.shards(ranks):
         weights = weights / ranks + 2 * (2 * n_params / dims["layers"])
         gradients, optimizer = gradients / ranks, optimizer / ranks
     elif ranks > 1:

@@ -39,13 +39,12 @@ class Method:
         """An adapter whose update folds into the base's weights (peft's merge_and_unload)."""
         return self.adapter == "lora"
 
-    @property
-    def sharded(self) -> bool:
+    def shards(self, ranks: int) -> bool:
         """Over several GPUs, FSDP shards the trained weights, their gradients and optimizer
         state (full fine-tuning); adapters train under DDP, every rank holding the whole
         (possibly 4-bit) base: bitsandbytes' 4-bit weights do not shard, and an adapter's
         state is too small to be worth it."""
-        return self.adapter is None
+        return ranks > 1 and self.adapter is None
 
     @property
     def gradient_bytes(self) -> int:

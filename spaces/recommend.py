@@ -48,7 +48,7 @@ def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_exampl
     result = {
         "method": method, "n_params": n_params, "size_class": priors.size_class(n_params),
         "n_examples": n_examples, "gpu_memory_gb": gpu_memory_gb, "gpus_per_trial": gpus_per_trial,
-        "sharded": gpus_per_trial > 1 and method_of(method).sharded,
+        "sharded": method_of(method).shards(gpus_per_trial),
         "seq_len": seq_len,
         "params": params, "search_range": ranges,
         "epochs": epochs, "total_steps": total_steps, "early_stopping": priors.EARLY_STOPPING,
@@ -70,7 +70,7 @@ def recommend(method: str, dims: dict, n_params: int, n_embedding: int, n_exampl
             if other_fit["fits"]:
                 result["alternatives"].append({"method": other, "micro_batch": other_fit["micro_batch"],
                                                "total": other_fit["total"]})
-        if method_of(method).sharded:  # the same method, its state sharded over more GPUs
+        if method_of(method).shards(2):  # the same method, its state sharded over more GPUs
             for gpus in (n for n in (2, 4, 8) if n > gpus_per_trial and batch % n == 0):
                 more = _fit(method, dims, n_params, n_embedding, batch, seq_len, budget, params, gpus)
                 if more["fits"]:

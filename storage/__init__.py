@@ -3,6 +3,5 @@ claim lock: storage/backend.py."""
 
 from storage.backend import Backend, backend, open_storage
 from storage.errors import StorageError
-from storage.urls import redact, resolve_url
 
-__all__ = ["Backend", "StorageError", "backend", "open_storage", "redact", "resolve_url"]
+__all__ = ["Backend", "StorageError", "backend", "open_storage"]

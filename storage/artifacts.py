@@ -5,7 +5,7 @@ the same database (storage/pg_artifacts.py), so a worker on any machine that
 reaches the database reaches the checkpoints too, with nothing else to mount. A
 coordinator's address (grpc://): its artifact service (storage/grpc_artifacts.py),
 in front of its own store. A directory given explicitly (a shared filesystem, say,
-for full fine-tuning checkpoints of many GB) overrides both. Which one a storage
+for full fine-tuning checkpoints of many GB) overrides them. Which one a storage
 gets is storage/backend.py's to say.
 """
 

@@ -6,7 +6,7 @@ of store it is, and everything that follows from the kind.
 | journal     | journal:PATH, or a plain PATH | Optuna's journal file   | PATH's dir/artifacts   | flock beside it     |
 | postgresql  | postgresql://...              | RDBStorage (psycopg2)   | a table in the database| pg advisory lock    |
 | coordinator | grpc://HOST:PORT              | the coordinator's proxy | its artifact service   | none: it queues     |
-| database    | any other SQLAlchemy URL      | RDBStorage              | a directory, if given  | the database's own  |
+| database    | any other SQLAlchemy URL      | RDBStorage              | a directory, if given  | none: SQLite serialises writes; a rare over-claim is tolerated |
 """
 
 from __future__ import annotations

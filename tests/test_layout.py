@@ -36,7 +36,8 @@ def test_one_place_asks_optuna_for_a_trial():
 
 
 def test_no_module_branches_on_a_methods_name():
-    branches = re.compile(r"""method\s*(==|!=|in|not in)\s*[("']+(full|lora|qlora|prefix)""")
+    name = r"""["'](full|lora|qlora|prefix)["']"""
+    branches = re.compile(rf"""(method|\.name)\s*(==|!=|in|not in)\s*[(\[{{]?\s*{name}|{name}\s*(==|!=)\s*\w*method""")
     found = [str(p.relative_to(ROOT)) for p, text in _sources(*PACKAGES).items() if branches.search(text)]
     assert not found, found
 

@@ -16,7 +16,7 @@ from workers.ranks import SOLO, UPLOAD_TIMEOUT
 
 # Verdicts of convergence: the trial ends early as COMPLETE, its value the best eval loss it
 # reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
-EARLY_STOPPING = (PlateauDetector.name, OverfittingDetector.name)  # convergence: they complete a trial
+CONVERGENCE = (PlateauDetector.name, OverfittingDetector.name)  # convergence: they complete a trial
 PAUSE = "rung"  # the asha pruner's verdict: paused at a rung, its checkpoint kept for a promotion
 
 
@@ -111,7 +111,7 @@ class PruningCallback(TrainerCallback):
             return None, False, new_best  # the checkpoint a trial keeps is its best
         for verdict in verdicts:
             if verdict is not None:
-                return verdict, verdict.detector in EARLY_STOPPING and new_best, None
+                return verdict, verdict.detector in CONVERGENCE and new_best, None
         if self.trial.should_prune():
             return self._pruner_verdict(step), self.spec.pruner == "asha", None
         return None

@@ -44,7 +44,7 @@ def plot(series: dict, title: str, path: Path) -> None:
         lr.plot(*zip(*series["learning_rate"]))
     lr.set_ylabel("learning rate")
     lr.set_xlabel("optimizer step")
-    plots.save(fig, path)
+    fig.savefig(path)
 
 
 def upload(trial, log_history: list[dict], artifact_store) -> list[str]:

@@ -92,7 +92,7 @@ def plot(result: RangeTest, path) -> None:
         ax.axvline(result.suggestion, color="red", linestyle="--", label=f"suggested {result.suggestion:.1e}")
     ax.set(xlabel="learning rate (log scale)", ylabel="training loss (EMA)")
     ax.legend()
-    plots.save(fig, path)
+    fig.savefig(path)
 
 
 def cycle(data, collator, batch_size: int, seed: int = 0):

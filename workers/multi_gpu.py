@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,8 +125,6 @@ class _Group:
 def run_groups(worker_args: list[str], gpus: list[str] | None, per_trial: int) -> int:
     """Runs the groups until each is over; the worst exit code."""
     groups = [_Group(worker_args, g, per_trial) for g in groups_of(gpus, per_trial)]
-    if per_trial == 1 and gpus is not None:
-        groups = [_Group(worker_args, [g], 1) for g in gpus]
     stopping = []
 
     def forward(signum, frame):  # each group's rank 0 drains its trial; the others follow
@@ -141,6 +140,8 @@ def run_groups(worker_args: list[str], gpus: list[str] | None, per_trial: int) -
         time.sleep(0.2)
         for group in groups:
             group.poll(bool(stopping))
+    for group in groups:
+        shutil.rmtree(group.dir, ignore_errors=True)
     return max(group.code for group in groups)
 
 

@@ -4,8 +4,6 @@ layout, which costs more than the drawing (a trial's curves stay ~0.1 s)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def figure(rows: int, width: float, height: float, title: str, **subplots):
     """A figure of `rows` axes stacked (shared x with sharex=True) and the axes."""
@@ -20,7 +18,3 @@ def figure(rows: int, width: float, height: float, title: str, **subplots):
     axes = fig.subplots(rows, 1, squeeze=False, **subplots)[:, 0]
     axes[0].set_title(title)
     return fig, list(axes)
-
-
-def save(fig, path: Path) -> None:
-    fig.savefig(path)

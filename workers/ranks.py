@@ -10,8 +10,9 @@ they never queue behind DDP's gradient buckets.
 
 The group launcher (workers/multi_gpu.py) starts the ranks with torchrun's variables
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and TUNEFLEET_GROUP_DIR, a directory
-the group's ranks share across its restarts: a rank that runs out of memory leaves a note
-there, so the trial's resume starts at half the micro-batch.
+its ranks share: a rank that runs out of memory leaves a note there, from which rank 0 puts
+the micro-batch on the re-queued trial (`tunefleet.out_of_memory_at`), so that whichever
+group resumes it starts below that.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# A rank waits this long for rank 0 at a collective: longer than rank 0's slowest step
-# alone (uploading a full model's checkpoint), short enough that a rank whose peer hung
-# does not hold its GPUs for torch's default half hour.
+# A rank waits this long at a training collective or barrier for the others: short enough
+# that a rank whose peer hung does not hold its GPUs for torch's default half hour (rank 0's
+# checkpoint uploads are waited out on the decisions' group, UPLOAD_TIMEOUT).
 TIMEOUT = datetime.timedelta(minutes=15)
 # The decisions' group waits for rank 0 between trials too, while it waits for a running trial
 # of another worker, say: a dead rank 0 is noticed by its closed connection, not a timeout.
@@ -72,6 +73,7 @@ class Ranks:
             return None
         note = self.group_dir / f"oom-trial-{trial_number}"
         return int(note.read_text()) if note.exists() else None
+
 
 SOLO = Ranks()
 

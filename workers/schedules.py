@@ -42,4 +42,4 @@ def plot(lr_curves: dict[str, list[float]], warmup_steps: int, path: Path) -> No
         ax.axvline(warmup_steps, color="grey", linestyle=":", label=f"end of warmup ({warmup_steps} steps)")
     ax.set(xlabel="optimizer step", ylabel="learning rate")
     ax.legend()
-    plots.save(fig, path)
+    fig.savefig(path)

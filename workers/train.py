@@ -117,7 +117,7 @@ def _keep_4bit_weights_differentiable(model) -> None:
 def shards(spec: StudySpec, ranks: int) -> bool:
     """FSDP shards the trial's weights over its ranks: full fine-tuning over several GPUs.
     accelerate has FSDP for GPUs only: CPU ranks train every method under DDP."""
-    return ranks > 1 and method_of(spec.method).sharded and torch.cuda.is_available()
+    return method_of(spec.method).shards(ranks) and torch.cuda.is_available()
 
 
 def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_batch: int, total_steps: int,

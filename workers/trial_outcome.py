@@ -52,7 +52,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
     """Tells the trial's end to the study, with its cost, curves, timing and a note for the
     dashboard; the outcome in words. Its value is the best eval loss it reached."""
     from workers import checkpoint, curves
-    from workers.callback import EARLY_STOPPING
+    from workers.callback import CONVERGENCE
 
     callback, verdict, value = run.callback, run.callback.verdict, run.value
     if claimed_at is not None and run.timing.first_step_at is not None:
@@ -83,7 +83,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         state, outcome = TrialState.PRUNED, (f"paused at the rung at step {verdict.step} (rank "
                                              f"{verdict.evidence['rank']} of {verdict.evidence['reached']}); "
                                              "checkpoint kept for a promotion")
-    elif verdict is not None and value is not None and (verdict.detector in EARLY_STOPPING or first_result):
+    elif verdict is not None and value is not None and (verdict.detector in CONVERGENCE or first_result):
         # Convergence, or the study's first result: a study never ends without a complete trial.
         trial.set_user_attr(attrs.EARLY_STOP, verdict.to_dict())
         state, outcome = TrialState.COMPLETE, (f"complete, stopped early by {verdict.detector} at step "

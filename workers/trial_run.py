@@ -34,7 +34,7 @@ class Run:
     micro_batch: int = 0
     accumulation: int = 0  # per rank: micro-batch x accumulation x ranks = the effective batch
     oom_retries: int = 0
-    infeasible: str = ""  # why the trial cannot run here: out of memory even at micro-batch 1
+    infeasible: str = ""  # why it cannot run here: out of memory at micro-batch 1, a batch the ranks cannot split
     timing: object = None  # the TimingCallback: seconds in steps, evaluations, checkpoints (always set by train)
     cost: dict = field(default_factory=dict)  # {"tokens", "seconds"} this trial trained itself
     ranks: int = 1
@@ -162,6 +162,7 @@ def follow(ranks: Ranks, faults=None) -> int:
     return 0
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+def _latest_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None

@@ -72,6 +72,10 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
     # millions of objects torch and transformers import); frozen, they are no longer scanned.
     gc.freeze()
     space = space_of(spec)
+    batches = space["batch_size"].choices or ()
+    if ranks.world_size > 1 and any(b % ranks.world_size for b in batches):
+        LOG.info(f"effective batches {', '.join(str(b) for b in batches if b % ranks.world_size)} do not split over "
+                 f"{ranks.world_size} ranks: their trials are infeasible here")
     workdir = Path(tempfile.gettempdir()) / f"tunefleet-{os.getpid()}"
     failures = 0
     queued_only = where.behind_coordinator  # takes trials the coordinator queued; creates none
@@ -135,8 +139,12 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         except Exception as e:
             if ranks.world_size == 1:
                 raise
-            # The other ranks may be inside the trial's collectives: the group ends here.
-            return rank_failed(study, trial, e, artifact_store, spec, ranks.out_of_memory_at(trial.number)), None
+            # The other ranks may be inside the trial's collectives: the group ends here, whether
+            # or not the storage takes the trial's end (if not, its lease queues it again).
+            try:
+                return rank_failed(study, trial, e, artifact_store, spec, ranks.out_of_memory_at(trial.number)), None
+            except Exception as unrecorded:
+                return f"a rank failed ({e}); not recorded ({type(unrecorded).__name__}): its lease re-queues it", None
         if lease.lost:
             raise optuna.exceptions.UpdateFinishedTrialError("lease lost")
         return report(study, trial, params, result, artifact_store, claimed_at=claimed_at), False
