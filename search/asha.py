@@ -116,6 +116,19 @@ def _latest_by_lineage(trials) -> dict[int, FrozenTrial]:
     return latest
 
 
+def one_per_configuration(trials) -> list[FrozenTrial]:
+    """Each configuration once, as a sampler learns from it: its latest finished trial (the
+    paused one, or the promotion that continued it), or its running one while none of it has
+    finished. A paused trial and its promotion carry the same params: seen twice, they would
+    be two contradicting values at one point, and twice the evidence."""
+    latest: dict[int, FrozenTrial] = {}
+    for t in trials:
+        c, held = lineage(t), latest.get(lineage(t))
+        if held is None or (t.state.is_finished(), t.number) > (held.state.is_finished(), held.number):
+            latest[c] = t
+    return sorted(latest.values(), key=lambda t: t.number)
+
+
 def paused(trials) -> list[FrozenTrial]:
     """Paused trials not continued yet (each the latest trial of its configuration)."""
     return [t for t in _latest_by_lineage(trials).values()

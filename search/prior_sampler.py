@@ -9,6 +9,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from search.tpe import ConfigurationTPESampler
 from spaces.param import Param
 from storage import optuna_compat as compat
 
@@ -33,26 +34,25 @@ def _choice_probabilities(param: Param, choices) -> np.ndarray:
     return p / p.sum()
 
 
-class PriorGuidedSampler(compat.HookedTPESampler):
+class PriorGuidedSampler(ConfigurationTPESampler):
     """Draws from the prior (each hyperparameter's centre and confidence) until
-    ``n_startup_trials`` trials have finished; from then on TPE proposes, its
+    ``n_startup_trials`` configurations have finished; from then on TPE proposes, its
     acquisition multiplied by the prior raised to ``beta / n`` for n finished
-    trials (piBO, Hvarfner et al., ICLR 2022). The prior steers early and fades
+    configurations (piBO, Hvarfner et al., ICLR 2022). The prior steers early and fades
     as evidence grows, so a wrong prior is recovered from.
     """
 
     def __init__(self, space: dict[str, Param], beta: float = 5.0, n_startup_trials: int = 4,
                  seed: int | None = None):
-        # constant_liar keeps parallel workers from piling onto one region.
-        super().__init__(n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True,
-                         seed=seed)
+        super().__init__(n_startup_trials=n_startup_trials, seed=seed)
         self._space, self._beta = space, beta
         self._prior_rng = np.random.default_rng(seed)
         self._n_finished = 0
         self._sampling: dict = {}
 
     def _finished(self, study) -> int:
-        return len(compat.cached_trials(study, (TrialState.COMPLETE, TrialState.PRUNED)))
+        """Configurations with a finished trial (a paused one and its promotion count once)."""
+        return len(self.observed(compat.cached_trials(study, (TrialState.COMPLETE, TrialState.PRUNED))))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         param = self._space.get(param_name)

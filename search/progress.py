@@ -59,10 +59,23 @@ def key(spec, fraction: float) -> int:
     return max(1, round(fraction * resource(spec)))
 
 
-def eval_points(spec, total_steps: int) -> dict[int, int]:
-    """{optimizer step: reporting key} of a trial of total_steps. Where two fractions fall on
-    one step (a short trial), the step reports under the later one's key."""
-    return {max(1, round(f * total_steps)): key(spec, f) for f in eval_fractions(spec)}
+def eval_points(spec, total_steps: int) -> dict[int, list[int]]:
+    """{optimizer step: the reporting keys evaluated there, in order} of a trial of total_steps.
+
+    Every key is reported: a short trial can have several fractions on one step, and that
+    evaluation is reported under each of them in turn. Each rung below the whole run gets a
+    step of its own where the run has room (the step after the previous rung's at the
+    earliest), so that no later key on the same step hides a rung from the pruner."""
+    steps: dict[float, int] = {}
+    previous = 0
+    for f in (round(f, 9) for f in rung_fractions(spec)[:-1]):
+        previous = steps[f] = min(total_steps, max(1, round(f * total_steps), previous + 1))
+    for f in eval_fractions(spec):
+        steps.setdefault(f, max(1, round(f * total_steps)))
+    points: dict[int, list[int]] = {}
+    for f in sorted(steps):
+        points.setdefault(steps[f], []).append(key(spec, f))
+    return {step: sorted(set(keys)) for step, keys in sorted(points.items())}
 
 
 def rung_keys(spec) -> list[int]:

@@ -27,8 +27,9 @@ def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.B
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=4)
-    # constant_liar keeps parallel workers from piling onto one region.
-    return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
+    from search.tpe import ConfigurationTPESampler
+
+    return ConfigurationTPESampler(seed=seed)
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

@@ -88,9 +88,13 @@ def proxy_backend(service) -> optuna.storages.BaseStorage:
 
 
 class HookedTPESampler(TPESampler):
-    """TPE with its two private steps exposed: `before_sample(study, search_space)` runs as
-    multivariate sampling starts, and `acquisition(values, samples)` may reshape TPE's
-    acquisition values (log l(x) - log g(x)) of the candidates in its internal encoding."""
+    """TPE with its private steps exposed: `observed(trials)` picks, of the trials TPE reads,
+    those it learns from; `before_sample(study, search_space)` runs as multivariate sampling
+    starts, and `acquisition(values, samples)` may reshape TPE's acquisition values
+    (log l(x) - log g(x)) of the candidates in its internal encoding."""
+
+    def observed(self, trials: list) -> list:
+        return trials
 
     def before_sample(self, study, search_space) -> None:
         pass
@@ -98,13 +102,35 @@ class HookedTPESampler(TPESampler):
     def acquisition(self, values, samples):
         return values
 
+    def _view(self, study):
+        return study if isinstance(study, _ObservedStudy) else _ObservedStudy(study, self.observed)
+
+    def _sample_relative(self, study, trial, search_space):
+        return super()._sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return super().sample_independent(self._view(study), trial, param_name, param_distribution)
+
     def _sample(self, study, trial, search_space):
+        study = self._view(study)
         self.before_sample(study, search_space)
         return super()._sample(study, trial, search_space)
 
     def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
         return self.acquisition(super()._compute_acquisition_func(samples, mpe_below, mpe_above), samples)
 
+
+class _ObservedStudy:
+    """A study as TPE reads it (`_get_trials`): only the trials `observed` keeps."""
+
+    def __init__(self, study: optuna.Study, observed):
+        self._study, self._observed = study, observed
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args, **kwargs):
+        return self._observed(self._study._get_trials(*args, **kwargs))
 
 
 def _hooked_grpc_storage_proxy():

@@ -34,7 +34,7 @@ class PruningCallback(TrainerCallback):
         d = spec.detectors
         self.trial, self.spec, self.should_stop, self.total_steps = trial, spec, should_stop, total_steps
         self.ranks = ranks
-        self.points = progress.eval_points(spec, total_steps)  # step -> key reported under
+        self.points = progress.eval_points(spec, total_steps)  # step -> the keys reported under
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
         self.explosion = GradientExplosionDetector(d.explosion_ratio, d.explosion_patience)
@@ -46,8 +46,8 @@ class PruningCallback(TrainerCallback):
         self.started_at_step = 0  # above 0 when the Trainer resumed a checkpoint
         self.log_history: list = []  # the Trainer's, kept up to date by it
 
-    def key(self, step: int) -> int:
-        return self.points.get(step) or progress.key(self.spec, step / self.total_steps)
+    def keys(self, step: int) -> list[int]:
+        return self.points.get(step) or [progress.key(self.spec, step / self.total_steps)]
 
     @property
     def best(self) -> float | None:
@@ -100,20 +100,23 @@ class PruningCallback(TrainerCallback):
                 control.should_save = save
 
     def _judge(self, step: int, loss: float) -> tuple:
-        """Rank 0's decision on an evaluation: (verdict, keep its checkpoint, save or None)."""
+        """Rank 0's decision on an evaluation: (verdict, keep its checkpoint, save or None).
+        The evaluation is reported under each of its keys in turn, the pruner asked after each
+        (search/progress.py: a short trial's rung can share a step with later keys)."""
         if not math.isfinite(loss):
             return Verdict(DivergenceDetector.name, step, {"rule": "non-finite eval loss", "loss": str(loss)}), False, None
         best_before = self.best
         new_best = best_before is None or loss < best_before
-        self.trial.report(loss, self.key(step))
-        verdicts = self._eval_loss(step, loss)
-        if step >= self.total_steps:  # the run is done: stopping it now would save nothing
+        verdicts = [v for v in self._eval_loss(step, loss) if v is not None]
+        at_end = step >= self.total_steps  # the run is done: stopping it now would save nothing
+        for key in self.keys(step):
+            self.trial.report(loss, key)
+            if not (at_end or verdicts) and self.trial.should_prune():
+                return self._pruner_verdict(step, key), self.spec.pruner == "asha", None
+        if at_end:
             return None, False, new_best  # the checkpoint a trial keeps is its best
-        for verdict in verdicts:
-            if verdict is not None:
-                return verdict, verdict.detector in CONVERGENCE and new_best, None
-        if self.trial.should_prune():
-            return self._pruner_verdict(step), self.spec.pruner == "asha", None
+        if verdicts:
+            return verdicts[0], verdicts[0].detector in CONVERGENCE and new_best, None
         return None
 
     def on_save(self, args, state, control, **kwargs):
@@ -135,9 +138,9 @@ class PruningCallback(TrainerCallback):
         self.eval_losses[step] = loss
         return [self.plateau.update(step, loss), self.overfitting.update(step, loss)]
 
-    def _pruner_verdict(self, step: int) -> Verdict:
-        """The pruner's verdict with the numbers it judged."""
-        study, key = self.trial.study, self.key(step)
+    def _pruner_verdict(self, step: int, key: int) -> Verdict:
+        """The pruner's verdict at the key it judged, with the numbers it judged."""
+        study = self.trial.study
         if self.spec.pruner == "asha":
             from search.asha import brackets, lineage, standing
 

@@ -27,7 +27,7 @@ class CheckpointCallback(TrainerCallback):
     latest (to resume from), and as its best when the evaluation just before it is the
     trial's best eval loss so far (the one a complete trial keeps)."""
 
-    def __init__(self, trial, artifact_store, keys: dict[int, int]):
+    def __init__(self, trial, artifact_store, keys: dict[int, list[int]]):
         self.trial, self.store, self.keys = trial, artifact_store, keys
         self._losses: dict[int, float] = {}
 
@@ -47,7 +47,7 @@ class CheckpointCallback(TrainerCallback):
                 tar.add(folder, arcname=".")
             f.seek(0)
             self.store.write(artifact, f)
-        new_latest = attrs.Checkpoint(artifact=artifact, step=step, key=self.keys.get(step, step))
+        new_latest = attrs.Checkpoint(artifact=artifact, step=step, key=self.keys.get(step, [step])[-1])
         storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
         loss = self._losses.get(step)
         new_best = best
@@ -80,14 +80,20 @@ def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:
             tar.extractall(folder, filter="data")
     except ArtifactNotFound:  # removed by hand, or a store that lost it: start over
         return None
-    for key, value in sorted(previous.intermediate_values.items()):
-        if key <= pointer.get("key", pointer["step"]):
-            trial.report(value, key)
+    inherit(trial, previous, pointer.get("key", pointer["step"]))
     trial.storage.set_trial_system_attr(compat.trial_id(trial), attrs.CHECKPOINT, pointer)
     best = previous.system_attrs.get(attrs.BEST_CHECKPOINT)
     if best is not None:
         trial.storage.set_trial_system_attr(compat.trial_id(trial), attrs.BEST_CHECKPOINT, best)
     return folder
+
+
+def inherit(trial, previous, key: int) -> None:
+    """The continued trial's intermediate values up to its checkpoint's key, reported again on
+    the trial that continues it: its curve is the whole run's, and the pruners judge it so."""
+    for k, value in sorted(previous.intermediate_values.items()):
+        if k <= key:
+            trial.report(value, k)
 
 
 def finish(trial, artifact_store, keep_latest: bool = False, keep_best: bool = False) -> None:

@@ -50,7 +50,9 @@ def retry_at_half_lr(study, trial, params: dict, spec) -> bool:
 
 def report(study, trial, params, run: Run, artifact_store, claimed_at: float | None = None) -> str:
     """Tells the trial's end to the study, with its cost, curves, timing and a note for the
-    dashboard; the outcome in words. Its value is the best eval loss it reached."""
+    dashboard; the outcome in words. Its value is the best eval loss it reached. Without an
+    artifact store (a replayed trial: bench/search_replay) it has no checkpoints or curves,
+    and everything else is told the same."""
     from workers import checkpoint, curves
     from workers.callback import CONVERGENCE
 
@@ -72,7 +74,8 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
                                       "peak_memory_gib": run.peak_memory and round(run.peak_memory / 2 ** 30, 3),
                                       "started_at_step": callback.started_at_step})
     trial.set_constraint("fits_in_memory", 1.0 if run.infeasible else -1.0)
-    curves.upload(trial, run.log_history, artifact_store)
+    if artifact_store is not None:
+        curves.upload(trial, run.log_history, artifact_store)
     first_result = value is not None and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if run.infeasible:
         trial.set_user_attr(attrs.INFEASIBLE, run.infeasible)
@@ -97,12 +100,14 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         state, outcome = TrialState.COMPLETE, f"complete, best eval loss {value:.4f}"
     if run.oom_retries:
         outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
-    _note(trial, outcome, params, callback)
+    if artifact_store is not None:
+        _note(trial, outcome, params, callback)
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-    checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
-                      keep_best=callback.paused or state == TrialState.COMPLETE)
-    if state == TrialState.COMPLETE:
-        checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
+    if artifact_store is not None:
+        checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
+                          keep_best=callback.paused or state == TrialState.COMPLETE)
+        if state == TrialState.COMPLETE:
+            checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
     if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
             and retry_at_half_lr(study, trial, params, callback.spec):
         outcome += "; queued again at half the learning rate"

@@ -87,9 +87,9 @@ class TrialConfig:
     max_eval_examples: int = 64
     max_micro_batch: int = 8
     """Also the eval batch: eval loss depends slightly on eval batching (<0.1% here)."""
-    train_on: str = "all"
-    """Chat: the loss on every token, as when the full run of 2026-12-01 was recorded (before
-    tunefleet's default became the assistant turns), so its results and continuations compare."""
+    train_on: str = "assistant"
+    """Chat: the loss on the assistant turns, tunefleet's default (the full run of 2026-12-01,
+    results/full, trained on every token)."""
 
 
 @dataclass

@@ -35,6 +35,9 @@ PRESETS = {
     # The benchmark: each search may train as many tokens as 5 full trials of the problem
     # (3 problems x 8 methods x 5 seeds, 2 searches at a time on 2 cores: about 85 minutes).
     "full": {"seeds": 5, "budget": 5.0, "epochs_scale": 1.0, "methods": ",".join(DEFAULT_METHODS)},
+    # The check of the replay (bench/search_replay): (a), (b) and (e) at 20 seeds and 10 full trials of
+    # tokens, the replay's statistics; hours on 2 cores, meant for the background.
+    "check": {"seeds": 20, "budget": 10.0, "epochs_scale": 1.0, "methods": "tunefleet,tpe-median,neps-priorband"},
 }
 
 
@@ -186,9 +189,10 @@ def main(argv=None) -> int:
               if need_truth else {})
     pending = [(name, m, s) for name in args.problems for m in args.methods for s in range(args.seeds)
                if (name, m, s) not in done]
-    # Slowest first (no pruning, long trials), so the last searches do not run alone.
+    # Seed by seed, so that an unfinished run holds whole seeds to compare; within a seed the slowest
+    # first (no pruning, long trials), so that the last searches do not run alone.
     order = {"hf-optuna": 0, "random": 1, "tpe-median": 2}
-    pending.sort(key=lambda job: (order.get(job[1], 3), job[2]))
+    pending.sort(key=lambda job: (job[2], order.get(job[1], 3)))
     print(f"{len(done)} searches already done, {len(pending)} to run, {args.jobs} at a time; "
           f"results in {args.results}", flush=True)
 

@@ -1,0 +1,136 @@
+"""The statistics the field reports for a search benchmark, over incumbent curves.
+
+An incumbent curve is a search's best loss found so far against the training tokens it
+had spent: a list of (tokens, loss) at each improvement. Per problem:
+
+- normalized regret (Syne Tune's and CARP-S's): (y - best) / (worst - best), best and
+  worst over every method, seed and budget point of the problem; before a search has
+  found anything its regret is 1. Sampled on a grid of budget points; its mean over the
+  grid is the area under the regret curve.
+- mean regret per method with a bootstrap 95% interval over seeds.
+- speedup over a baseline (piBO's "12.5x"): the tokens the baseline's mean best loss
+  needs to reach its own final value, divided by the tokens the method's mean best loss
+  needs to reach it; a method whose mean never gets there gets the baseline's tokens over
+  the whole budget, an upper bound.
+- average rank per budget point (seed-paired, ties averaged).
+- two-sided Wilcoxon signed-rank test of final regret, seed-paired (HPOBench's tables).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import rankdata, wilcoxon
+
+GRID = 100  # budget points: every hundredth of the budget
+SHARES = (0.1, 0.25, 0.5, 1.0)
+
+
+def grid(budget: float, points: int = GRID) -> np.ndarray:
+    return budget * np.arange(1, points + 1) / points
+
+
+def best_so_far(curve: list[tuple[float, float]], at: np.ndarray) -> np.ndarray:
+    """The incumbent's loss at each budget point (nan before the first find)."""
+    out, best = np.full(len(at), np.nan), math.inf
+    for tokens, loss in sorted(curve):
+        best = min(best, loss)
+        out[at >= tokens] = best  # later finds overwrite a later stretch
+    return out
+
+
+def regret_table(curves: dict[str, list[list]], budget: float) -> tuple[dict[str, np.ndarray], float, float]:
+    """{method: regret array [seed, budget point]}, best, worst; curves[method][seed] is an
+    incumbent curve."""
+    at = grid(budget)
+    values = {m: np.stack([best_so_far(c, at) for c in seeds]) for m, seeds in curves.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+    if not len(finite):
+        return {m: np.ones_like(v) for m, v in values.items()}, math.nan, math.nan
+    best, worst = float(finite.min()), float(finite.max())
+    span = worst - best if worst > best else 1.0
+    return {m: np.where(np.isfinite(v), np.clip((v - best) / span, 0, 1), 1.0) for m, v in values.items()}, best, worst
+
+
+def bootstrap_mean(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over the first axis with a 95% percentile bootstrap interval."""
+    x = np.asarray(x, float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n, len(x)))].mean(axis=1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def band(r: np.ndarray, n: int = 1000, seed: int = 0) -> list[list[float]]:
+    """[low, high]: a 95% bootstrap interval (over seeds) of the mean at each budget point."""
+    rng = np.random.default_rng(seed)
+    means = r[rng.integers(0, len(r), (n, len(r)))].mean(axis=1)
+    return [np.percentile(means, 2.5, axis=0).tolist(), np.percentile(means, 97.5, axis=0).tolist()]
+
+
+def mean_curve(curves: list, budget: float, fill: float) -> np.ndarray:
+    """Mean over seeds of the incumbent loss on the grid, `fill` before a seed's first find."""
+    at = grid(budget)
+    return np.stack([np.nan_to_num(best_so_far(c, at), nan=fill) for c in curves]).mean(axis=0)
+
+
+def speedup(method: np.ndarray, baseline: np.ndarray, budget: float) -> tuple[float, bool]:
+    """(speedup, exact) from mean curves on the grid: the budget the baseline needs to reach
+    its own final mean value over the budget the method needs to reach it; (baseline's /
+    whole budget, False) when the method never does: an upper bound."""
+    at = grid(budget, len(baseline))
+    target = baseline[-1]
+    needed = at[np.argmax(baseline <= target + 1e-12)]
+    reached = method <= target + 1e-12
+    if not reached.any():
+        return float(needed / budget), False
+    return float(needed / at[np.argmax(reached)]), True
+
+
+def average_ranks(regrets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per budget point, each method's rank among the methods averaged over seeds (1 = best),
+    seed-paired: the seeds every method has."""
+    methods = list(regrets)
+    n = min(len(v) for v in regrets.values())
+    stacked = np.stack([regrets[m][:n] for m in methods])  # method, seed, point
+    ranks = rankdata(stacked, axis=0)
+    return {m: ranks[i].mean(axis=0) for i, m in enumerate(methods)}
+
+
+def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of seed-paired samples (1.0 when they never differ)."""
+    n = min(len(a), len(b))
+    d = np.asarray(a[:n], float) - np.asarray(b[:n], float)
+    if not np.any(np.abs(d) > 1e-12):
+        return 1.0
+    return float(wilcoxon(a[:n], b[:n], zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def summarise(curves: dict[str, list], budget: float, default: str, baseline: str) -> dict:
+    """Everything the report states for one problem. curves[method][seed] = incumbent curve."""
+    regrets, best, worst = regret_table(curves, budget)
+    at = grid(budget)
+    points = {s: int(round(s * GRID)) - 1 for s in SHARES}
+    out = {"best": best, "worst": worst, "budget": budget, "methods": {}}
+    means = {m: mean_curve(c, budget, worst) for m, c in curves.items()}
+    ranks = average_ranks(regrets)
+    for m, r in regrets.items():
+        auc = r.mean(axis=1)
+        row = {"seeds": len(r),
+               "regret_at": {str(s): bootstrap_mean(r[:, i]) for s, i in points.items()},
+               "regret_auc": bootstrap_mean(auc),
+               "final_regret": bootstrap_mean(r[:, -1]),
+               "mean_best_loss": float(means[m][-1]),
+               "rank_at": {str(s): float(ranks[m][i]) for s, i in points.items()},
+               "mean_rank": float(ranks[m].mean())}
+        if baseline in means:
+            value, exact = speedup(means[m], means[baseline], budget)
+            row["speedup"] = {"value": value, "exact": exact}
+        if default in regrets and m != default:
+            row["wilcoxon_p_final"] = wilcoxon_p(regrets[default][:, -1], r[:, -1])
+            row["wilcoxon_p_auc"] = wilcoxon_p(regrets[default].mean(axis=1), auc)
+        out["methods"][m] = row
+    out["mean_curves"] = {m: [[float(t), float(v)] for t, v in zip(at, c)] for m, c in means.items()}
+    out["mean_regret_curves"] = {m: r.mean(axis=0).tolist() for m, r in regrets.items()}
+    out["bands"] = {m: band(r) for m, r in regrets.items()}
+    return out
