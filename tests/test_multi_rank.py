@@ -51,7 +51,9 @@ def test_a_two_rank_study_trains_as_one_rank_does(tiny, tmp_path):
     """Each rank takes half of every effective batch: the same examples per optimizer step, so
     the same train losses; eval batches group differently over two ranks, so eval losses differ
     by the Trainer's per-batch averaging (0.4% measured), within 1%."""
-    no_dropout = {"lora_dropout": {"value": 0.0}}  # dropout's random masks differ between ranks
+    # Dropout's random masks differ between ranks; the learning rate fixed at the starting config's,
+    # so that the second (sampled) trial cannot diverge and end early.
+    no_dropout = {"lora_dropout": {"value": 0.0}, "learning_rate": {"value": 3e-3}}
     one = _create(tiny, tmp_path, "one", space=no_dropout)
     two = _create(tiny, tmp_path, "two", n_trials=2, space=no_dropout)
     assert tunefleet("worker", "one", "--threads", 1, cwd=tmp_path).returncode == 0

@@ -106,7 +106,9 @@ def open_search(method: str, problem, tc, table, seed: int, budget: int):
     from bench.search_replay.fleet import TunefleetSearch
 
     storage = optuna.storages.InMemoryStorage()
-    spec = base_spec(problem, tc, n_trials=100_000, max_tokens=budget, **study_options(method, problem, tc, table))
+    # Leases are in wall seconds, which a simulated fleet does not live in: none runs out here.
+    spec = base_spec(problem, tc, n_trials=100_000, max_tokens=budget, lease_seconds=1e9,
+                     **study_options(method, problem, tc, table))
     name = f"{problem.name}-{method}-{seed}"
     create(storage, name, spec)
     study, spec = load(storage, name, seed=seed)
