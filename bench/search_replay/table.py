@@ -1,17 +1,22 @@
 """A recorded table (bench/search_replay/record.py) and the surrogate over it.
 
-A replayed trial whose params were recorded replays that run; any other replays
-the nearest recorded run (Syne Tune's default surrogate is the same, KNN with
-k=1 over the whole curve: a curve taken whole keeps its detectors' evidence and
-its tokens consistent, which an average of curves would not). Nearest is in the
-wide space's unit coordinates (log for the learning rate, the batch and the
-other numeric choices by their position, 0/1 for the schedule) under a weight
-per hyperparameter, fitted on the table by leave-one-out rank correlation: the
-learning rate decides the loss far more than the dropout, and an unweighted
-distance would pick neighbours that differ where it matters. How well this
-ranks configurations it has not seen is measured by `fidelity` (out-of-fold
-Spearman of the surrogate's final loss against the recorded one), beside the
-same correlation between two training seeds of one configuration (the noise).
+A replayed trial whose params were recorded replays that run. Any other replays the
+mean of the k nearest recorded runs of its batch, step by step (Syne Tune's default
+surrogate is KNN over whole curves too, `predict_curves`): runs of one batch train the
+same examples at every step, so their token counts are equal and their train losses,
+gradient norms and eval losses average into one consistent run, which the detectors
+and the pruner read as they read a real one. A step where most of the k runs have
+ended (a non-finite loss) ends the mean too.
+
+Nearest is in the wide space's unit coordinates (log for the learning rate, the
+batch and the other numeric choices by their position, 0/1 for the schedule) under
+a weight per hyperparameter; weights and k are fitted on the table by leave-one-out
+rank correlation of the surrogate's final loss with the recorded one (the learning
+rate decides the loss far more than the dropout: an unweighted distance picks
+neighbours that differ where it matters). `fidelity` measures how well this ranks
+configurations it has not seen: out-of-fold Spearman, the metric and k refitted
+without the fold, beside the same correlation between two training seeds of one
+configuration (the noise).
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import numpy as np
 from scipy.stats import spearmanr
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # what the metric fit tries per hyperparameter
+NEIGHBOURS = (1, 2, 3, 5, 8)  # what the fit tries for k
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One recorded run: per optimizer step (1..steps) the train loss, gradient norm and
-    cumulative training tokens; the eval loss at each recorded evaluation step."""
+    """One run: per optimizer step (1..steps) the train loss, gradient norm and cumulative
+    training tokens; the eval loss at each recorded evaluation step."""
 
     id: str
     seed: int
@@ -61,6 +67,28 @@ class Curve:
         return self.tokens[-1] if self.tokens else 0
 
 
+def blend(curves: list[Curve], params: dict) -> Curve:
+    """The step-by-step mean of runs of one batch (equal steps and tokens), ending at the first
+    step where most of them have ended."""
+    if len(curves) == 1:
+        return curves[0]
+    loss, grad, evals = [], [], {}
+    for s in range(1, curves[0].steps + 1):
+        alive = [c for c in curves if c.ended >= s and math.isfinite(c.loss[s - 1])]
+        if 2 * len(alive) <= len(curves):
+            loss.append(math.nan)
+            grad.append(math.nan)
+            break
+        loss.append(float(np.mean([c.loss[s - 1] for c in alive])))
+        norms = [c.grad_norm[s - 1] for c in alive if math.isfinite(c.grad_norm[s - 1])]
+        grad.append(float(np.mean(norms)) if norms else math.nan)
+        values = [c.eval[s] for c in alive if s in c.eval and math.isfinite(c.eval[s])]
+        if values:
+            evals[s] = float(np.mean(values))
+    return Curve("mean of " + ", ".join(c.id for c in curves), 0, params, curves[0].steps, loss, grad,
+                 curves[0].tokens[: len(loss)], evals, float(np.mean([c.seconds for c in curves])))
+
+
 def coordinates(space: dict, params: dict) -> np.ndarray:
     """params as unit coordinates of the wide space (a string choice as its index, for the
     0/1 distance)."""
@@ -80,7 +108,7 @@ def coordinates(space: dict, params: dict) -> np.ndarray:
 
 
 class Table:
-    """A problem's recorded runs and the nearest-run surrogate over them."""
+    """A problem's recorded runs and the nearest-runs surrogate over them."""
 
     def __init__(self, runs: list[dict], space: dict):
         self.space = space
@@ -90,16 +118,21 @@ class Table:
         self.lookup_curves = [c for c in self.curves if c.seed == 0]
         self.x = np.stack([coordinates(space, c.params) for c in self.lookup_curves])
         self.y = np.array([c.final for c in self.lookup_curves])
-        self.weights = fit_weights(self.x, self.y, self.nominal)
-
-    def distances(self, x: np.ndarray, among: np.ndarray | None = None, weights=None) -> np.ndarray:
-        among = self.x if among is None else among
-        return _distances(among, x, self.nominal, self.weights if weights is None else weights)
+        self.batch = np.array([c.params["batch_size"] for c in self.lookup_curves])
+        self.weights, self.k = fit(self.x, self.y, self.batch, self.nominal)
 
     def lookup(self, params: dict) -> Curve:
-        """The recorded run of these params, else the nearest one."""
-        d = self.distances(coordinates(self.space, params))
-        return self.lookup_curves[int(np.argmin(d))]
+        """The recorded run of these params, else the mean of the k nearest of its batch."""
+        x = coordinates(self.space, params)
+        same = np.flatnonzero(self.batch == params["batch_size"])
+        if not len(same):
+            same = np.arange(len(self.batch))
+        d = _distances(self.x[same], x, self.nominal, self.weights)
+        exact = same[np.abs(self.x[same] - x).max(axis=1) < 1e-12]
+        if len(exact):
+            return self.lookup_curves[int(exact[0])]
+        nearest = same[np.argsort(d, kind="stable")[: self.k]]
+        return blend([self.lookup_curves[i] for i in nearest], params)
 
     @cached_property
     def best(self) -> Curve:
@@ -107,25 +140,27 @@ class Table:
 
     def fidelity(self, folds: int = 5) -> dict:
         """Out-of-fold Spearman correlation of the surrogate's final loss with the recorded one
-        (the metric refitted without the fold), and the same correlation between training seeds
-        0 and 1 of the repeated configurations, with their median relative difference."""
+        (its metric and k refitted without the fold), and the same correlation between training
+        seeds 0 and 1 of the repeated configurations, with their median relative difference."""
         n = len(self.y)
         order = np.random.default_rng(0).permutation(n)
         predicted = np.empty(n)
-        for k in range(folds):
-            held = order[k::folds]
+        for f in range(folds):
+            held = order[f::folds]
             kept = np.setdiff1d(order, held)
-            w = fit_weights(self.x[kept], self.y[kept], self.nominal)
+            w, k = fit(self.x[kept], self.y[kept], self.batch[kept], self.nominal)
             for i in held:
-                d = _distances(self.x[kept], self.x[i], self.nominal, w)
-                predicted[i] = self.y[kept][int(np.argmin(d))]
-        by_id = {}
+                same = kept[self.batch[kept] == self.batch[i]]
+                d = _distances(self.x[same], self.x[i], self.nominal, w)
+                predicted[i] = blend([self.lookup_curves[j] for j in same[np.argsort(d, kind="stable")[:k]]],
+                                     self.lookup_curves[i].params).final
+        by_id: dict = {}
         for c in self.curves:
             by_id.setdefault(c.id, {})[c.seed] = c.final
         pairs = np.array([(s[0], s[1]) for s in by_id.values() if 0 in s and 1 in s])
         finite = np.isfinite(pairs).all(axis=1) if len(pairs) else np.array([], dtype=bool)
         rel = np.abs(pairs[finite, 0] - pairs[finite, 1]) / pairs[finite, 0] if finite.any() else np.array([])
-        return {"surrogate_spearman": _spearman(predicted, self.y), "configurations": n,
+        return {"surrogate_spearman": _spearman(predicted, self.y), "configurations": n, "k": self.k,
                 "seed_spearman": _spearman(pairs[:, 0], pairs[:, 1]) if len(pairs) > 2 else None,
                 "seed_pairs": int(len(pairs)),
                 "seed_median_relative_difference": float(np.median(rel)) if len(rel) else None,
@@ -143,35 +178,42 @@ def _distances(among: np.ndarray, x: np.ndarray, nominal: np.ndarray, weights: n
     return np.sqrt((weights * diff ** 2).sum(axis=1))
 
 
-def fit_weights(x: np.ndarray, y: np.ndarray, nominal: np.ndarray, rounds: int = 3) -> np.ndarray:
-    """Per-hyperparameter weights of the distance that maximise the leave-one-out Spearman
-    correlation of the nearest run's final loss with each run's own (coordinate search)."""
+def fit(x: np.ndarray, y: np.ndarray, batch: np.ndarray, nominal: np.ndarray, rounds: int = 3) -> tuple[np.ndarray, int]:
+    """(per-hyperparameter weights of the distance, k) that maximise the leave-one-out Spearman
+    correlation of the mean final loss of each run's k nearest others of its batch with its own
+    (a coordinate search over WEIGHTS for each k of NEIGHBOURS). The final loss stands in for
+    the whole curve: it is what the benchmark ranks."""
     diff = np.abs(x[:, None, :] - x[None, :, :])
     diff[:, :, nominal] = (diff[:, :, nominal] > 0).astype(float)
     sq = diff ** 2
     n = len(y)
     yy = np.nan_to_num(y, posinf=1e9)
+    apart = np.where(batch[:, None] == batch[None, :], 0.0, np.inf)  # neighbours share the batch
+    apart[np.arange(n), np.arange(n)] = np.inf  # and are others
+    room = int(min(np.isfinite(apart).sum(axis=1)))  # neighbours every run has
 
-    def score(w):
-        d = (sq * w).sum(axis=2)
-        d[np.arange(n), np.arange(n)] = np.inf
-        return float(spearmanr(yy[np.argmin(d, axis=1)], yy).statistic)
+    def score(w, k):
+        d = (sq * w).sum(axis=2) + apart
+        nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return float(spearmanr(yy[nearest].mean(axis=1), yy).statistic)
 
-    w = np.ones(x.shape[1])
-    best = score(w)
-    for _ in range(rounds):
-        improved = False
-        for j in range(len(w)):
-            for candidate in WEIGHTS:
-                if candidate == w[j]:
-                    continue
-                trial = w.copy()
-                trial[j] = candidate
-                if trial.sum() == 0:
-                    continue
-                s = score(trial)
-                if s > best + 1e-9:
-                    best, w, improved = s, trial, True
-        if not improved:
-            break
-    return w
+    best = (-2.0, np.ones(x.shape[1]), 1)
+    for k in [k for k in NEIGHBOURS if k <= max(1, room)]:
+        w = np.ones(x.shape[1])
+        s = score(w, k)
+        for _ in range(rounds):
+            improved = False
+            for j in range(len(w)):
+                for candidate in WEIGHTS:
+                    trial = w.copy()
+                    trial[j] = candidate
+                    if candidate == w[j] or not trial.any():
+                        continue
+                    t = score(trial, k)
+                    if t > s + 1e-9:
+                        s, w, improved = t, trial, True
+            if not improved:
+                break
+        if s > best[0]:
+            best = (s, w, k)
+    return best[1], best[2]
