@@ -37,12 +37,8 @@ class Problem:
     n_examples: int
     n_params: int
     description: str
-
-    @property
-    def hidden_size(self) -> int:
-        from spaces.model import dimensions, read_model_config  # as `tunefleet study create` reads it
-
-        return dimensions(read_model_config(self.model_dir))["hidden"]
+    hidden_size: int = 0
+    """The model's width, as `tunefleet study create` reads it from the config (set by build)."""
 
 
 PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
@@ -59,19 +55,25 @@ def build(name: str, cache: Path = CACHE) -> Problem:
         model_dir, dataset = build_assets(cache / name, pretrain_steps=300)
         return Problem(name, "lora", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "Llama hidden 64, 2 layers, 4 heads; LoRA; prompt/completion "
-                       "(function signature -> first docstring paragraph)")
+                       "(function signature -> first docstring paragraph)", _hidden_size(model_dir))
     if name == "moduledocs-full":
         model_dir, dataset = _build_moduledocs(cache / name)
         return Problem(name, "full", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "GPT-2 hidden 96, 3 layers, 4 heads; full fine-tuning; plain text "
-                       "(120-240-char chunks of held-apart module/class docstrings)")
+                       "(120-240-char chunks of held-apart module/class docstrings)", _hidden_size(model_dir))
     if name == "stdlib-chat-qlora":
         model_dir, dataset = _build_chat(cache / name)
         return Problem(name, "qlora", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "Qwen2 hidden 64, 2 layers, 4 heads (2 kv); QLoRA (4-bit NF4); chat messages "
                        "(user asks what a stdlib function, class or method does; assistant answers with its "
-                       "docstring's first paragraph)")
+                       "docstring's first paragraph)", _hidden_size(model_dir))
     raise ValueError(f"unknown problem '{name}' (choose from {', '.join(PROBLEMS)})")
+
+
+def _hidden_size(model_dir) -> int:
+    from spaces.model import dimensions, read_model_config  # as `tunefleet study create` reads it
+
+    return dimensions(read_model_config(model_dir))["hidden"]
 
 
 def _n_params(model_dir) -> int:

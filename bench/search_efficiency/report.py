@@ -29,7 +29,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 EARLY = (0.1, 0.3, 0.5)
 
 
@@ -120,14 +119,17 @@ def agreement_markdown(check: dict, replay_dir: str) -> list[str]:
     return lines + [""]
 
 
-def splice_readme(text: str, rel_results: str, readme: Path = README) -> None:
+def splice_readme(text: str, rel_results: str, section: str = "results", readme: Path = README) -> None:
+    """Puts the report between bench/README.md's `<!-- SECTION:begin -->` and `:end -->` marks,
+    its images linked from there."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     body = readme.read_text()
-    if BEGIN not in body or END not in body:
-        raise SystemExit(f"{readme} has no {BEGIN} ... {END} section")
+    if begin not in body or end not in body:
+        raise SystemExit(f"{readme} has no {begin} ... {end} section")
     text = text.replace("](regret-", f"]({rel_results}/regret-").replace("](critical-", f"]({rel_results}/critical-")
-    head, rest = body.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    head, rest = body.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main(argv=None) -> int:

@@ -111,7 +111,7 @@ def _from_unit(param, x: float):
 
 def recipe(problem, tc: TrialConfig) -> dict:
     """What the table's runs depend on: a table recorded under another recipe is stale."""
-    return {"version": VERSION, "problem": {**dataclasses.asdict(problem), "hidden_size": problem.hidden_size},
+    return {"version": VERSION, "problem": dataclasses.asdict(problem),
             "trial_config": dataclasses.asdict(tc),
             "sobol": SOBOL, "repeats": REPEATS, "wide_lr": list(WIDE_LR), "specs": [str(s) for s in RECORDED_SPECS],
             "sweep": problems_mod.SWEEP_LRS}

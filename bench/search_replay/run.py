@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.search_replay.methods import BASELINE, DEFAULT, METHODS
@@ -37,20 +36,6 @@ PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """A problem as its table's recipe describes it: what a study spec needs, no model files."""
-
-    name: str
-    method: str
-    model_dir: str
-    dataset: str
-    n_examples: int
-    n_params: int
-    description: str
-    hidden_size: int
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.search_replay.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, help="training tokens per search, in full trials of the problem")
     p.add_argument("--jobs", type=int, default=2, help="searches run at once, one process each (default 2)")
     p.add_argument("--tables", type=Path, default=HERE / "tables")
+    p.add_argument("--readme", action="store_true", help="also put the report into bench/README.md")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -95,11 +81,12 @@ def load(name: str, tables: Path):
     """(problem, trial config, table, full-trial tokens) of a recorded problem, once per process."""
     if name not in _TABLES:
         from bench.search_efficiency.methods import TrialConfig
+        from bench.search_efficiency.problems import Problem
         from bench.search_replay.record import read_table, wide_space
         from bench.search_replay.table import Table
 
         recipe, runs = read_table(name, tables)
-        problem, tc = Recorded(**recipe["problem"]), TrialConfig(**recipe["trial_config"])
+        problem, tc = Problem(**recipe["problem"]), TrialConfig(**recipe["trial_config"])  # no model files needed
         table = Table(runs, wide_space(problem, tc))
         full = statistics.median(c.total_tokens for c in table.curves if c.ended == c.steps)
         _TABLES[name] = (problem, tc, table, round(full))
@@ -174,7 +161,20 @@ def main(argv=None) -> int:
               "wall_s": round(time.time() - started, 1), "machine": _machine()}
     report.write(args.out, config, results, fidelity)
     print(f"done in {time.time() - started:.0f} s: {args.out / 'report.md'}", flush=True)
+    if args.readme:
+        from bench.search_efficiency.report import splice_readme
+
+        splice_readme((args.out / "report.md").read_text(), _linkable(args.out), f"replay-{args.preset}")
     return 0
+
+
+def _linkable(out: Path) -> str:
+    from bench.search_efficiency.report import README
+
+    try:
+        return out.resolve().relative_to(README.parent.resolve()).as_posix()
+    except ValueError:
+        return out.resolve().as_posix()
 
 
 def _machine() -> dict:
