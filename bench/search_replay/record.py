@@ -227,10 +227,10 @@ def table_path(name: str, tables: Path = TABLES) -> Path:
 
 
 def read_table(name: str, tables: Path = TABLES) -> tuple[dict, list[dict]]:
-    """(recipe, runs) of a recorded table."""
+    """(header: the recipe and the surrogate's stored fit, runs) of a recorded table."""
     with gzip.open(table_path(name, tables), "rt") as f:
         header, *runs = (json.loads(line) for line in f if line.strip())
-    return header["recipe"], runs
+    return header, runs
 
 
 def _partial(name: str, tables: Path) -> Path:
@@ -241,8 +241,8 @@ def _recorded(problem, tc, tables: Path) -> dict[tuple[str, int], dict]:
     """Runs already recorded under this recipe (a whole table, or a partial one)."""
     wanted, runs = recipe(problem, tc), []
     if table_path(problem.name, tables).is_file():
-        held, runs = read_table(problem.name, tables)
-        if held != wanted:
+        header, runs = read_table(problem.name, tables)
+        if header["recipe"] != wanted:
             runs = []
     partial = _partial(problem.name, tables)
     if partial.is_file():
@@ -252,10 +252,15 @@ def _recorded(problem, tc, tables: Path) -> dict[tuple[str, int], dict]:
     return {(r["id"], r["seed"]): r for r in runs}
 
 
-def _write_table(problem, tc, runs: dict, tables: Path) -> None:
+def _write_table(problem, tc, runs: dict, tables: Path, fitted: dict | None = None) -> None:
+    """The table, with the surrogate's fit and fidelity (bench/search_replay/table.py) in its header,
+    fitted again unless `fitted` is of the current version."""
+    from bench.search_replay.table import Table
+
     order = sorted(runs.values(), key=lambda r: (r["id"], r["seed"]))
+    surrogate = Table(order, wide_space(problem, tc), fitted).surrogate()
     with gzip.open(table_path(problem.name, tables), "wt", compresslevel=9) as f:
-        f.write(json.dumps({"recipe": recipe(problem, tc)}) + "\n")
+        f.write(json.dumps({"recipe": recipe(problem, tc), "surrogate": surrogate}) + "\n")
         for r in order:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
     _partial(problem.name, tables).unlink(missing_ok=True)
@@ -317,11 +322,22 @@ def main(argv=None) -> int:
             best = min((v for _, v in r["eval"] if math.isfinite(v)), default=float("nan"))
             print(f"[{time.time() - started:6.0f}s] {i}/{len(todo)} {name} {r['id']} seed {r['seed']}: "
                   f"{r['steps']} steps, best eval {best:.4f}, {r['seconds']:.1f} s", flush=True)
+    from bench.search_replay.table import SURROGATE
+
     for name in names:
         wanted = {(run_id, seed) for run_id, _, seed in configurations(probs[name], tcs[name])}
-        if wanted <= set(done[name]):
-            _write_table(probs[name], tcs[name], {k: done[name][k] for k in wanted}, args.tables)
-            print(f"{table_path(name, args.tables)}: {len(wanted)} runs", flush=True)
+        if not wanted <= set(done[name]):
+            continue
+        path = table_path(name, args.tables)
+        fitted = read_table(name, args.tables)[0].get("surrogate") if path.is_file() else None
+        new = any(job[0] == name for job in todo)
+        if new or _partial(name, args.tables).is_file() or (fitted or {}).get("version") != SURROGATE:
+            _write_table(probs[name], tcs[name], {k: done[name][k] for k in wanted}, args.tables,
+                         None if new else fitted)
+        fidelity = read_table(name, args.tables)[0]["surrogate"]["fidelity"]
+        print(f"{path}: {len(wanted)} runs; surrogate k={fidelity['k']}, out-of-fold Spearman "
+              f"{fidelity['surrogate_spearman']:.3f} (two training seeds: {fidelity['seed_spearman']:.3f})",
+              flush=True)
     print(f"done in {time.time() - started:.0f} s", flush=True)
     return 0
 

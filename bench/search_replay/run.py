@@ -85,9 +85,10 @@ def load(name: str, tables: Path):
         from bench.search_replay.record import read_table, wide_space
         from bench.search_replay.table import Table
 
-        recipe, runs = read_table(name, tables)
+        header, runs = read_table(name, tables)
+        recipe = header["recipe"]
         problem, tc = Problem(**recipe["problem"]), TrialConfig(**recipe["trial_config"])  # no model files needed
-        table = Table(runs, wide_space(problem, tc))
+        table = Table(runs, wide_space(problem, tc), header.get("surrogate"))
         full = statistics.median(c.total_tokens for c in table.curves if c.ended == c.steps)
         _TABLES[name] = (problem, tc, table, round(full))
     return _TABLES[name]
@@ -127,7 +128,8 @@ def search_job(name: str, method: str, seed: int, budget_full: float, workers: i
 
 def fidelity_job(name: str, tables: Path) -> dict:
     _init()
-    return load(name, tables)[2].fidelity()
+    table = load(name, tables)[2]
+    return table.stored_fidelity or table.fidelity()
 
 
 # ---- the run ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from functools import cached_property
 import numpy as np
 from scipy.stats import spearmanr
 
+SURROGATE = 1  # the version of the fit below: a table's stored fit of another version is fitted again
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # what the metric fit tries per hyperparameter
 NEIGHBOURS = (1, 2, 3, 5, 8)  # what the fit tries for k
 
@@ -110,7 +111,8 @@ def coordinates(space: dict, params: dict) -> np.ndarray:
 class Table:
     """A problem's recorded runs and the nearest-runs surrogate over them."""
 
-    def __init__(self, runs: list[dict], space: dict):
+    def __init__(self, runs: list[dict], space: dict, fitted: dict | None = None):
+        """`fitted`: a fit stored with the table (`surrogate()`), used if it is of this version."""
         self.space = space
         self.names = list(space)
         self.nominal = np.array([p.choices is not None and isinstance(p.choices[0], str) for p in space.values()])
@@ -119,7 +121,16 @@ class Table:
         self.x = np.stack([coordinates(space, c.params) for c in self.lookup_curves])
         self.y = np.array([c.final for c in self.lookup_curves])
         self.batch = np.array([c.params["batch_size"] for c in self.lookup_curves])
-        self.weights, self.k = fit(self.x, self.y, self.batch, self.nominal)
+        if fitted and fitted.get("version") == SURROGATE:
+            self.weights, self.k = np.array([fitted["weights"][n] for n in self.names]), fitted["k"]
+        else:
+            self.weights, self.k = fit(self.x, self.y, self.batch, self.nominal)
+        self.stored_fidelity = fitted.get("fidelity") if fitted and fitted.get("version") == SURROGATE else None
+
+    def surrogate(self) -> dict:
+        """The fit and its fidelity, to store with the table."""
+        return {"version": SURROGATE, "weights": dict(zip(self.names, map(float, self.weights))), "k": self.k,
+                "fidelity": self.stored_fidelity or self.fidelity()}
 
     def lookup(self, params: dict) -> Curve:
         """The recorded run of these params, else the mean of the k nearest of its batch."""
