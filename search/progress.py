@@ -60,22 +60,28 @@ def key(spec, fraction: float) -> int:
 
 
 def eval_points(spec, total_steps: int) -> dict[int, list[int]]:
-    """{optimizer step: the reporting keys evaluated there, in order} of a trial of total_steps.
+    """{optimizer step: the keys reported there, in order} of a trial of total_steps.
 
-    Every key is reported: a short trial can have several fractions on one step, and that
-    evaluation is reported under each of them in turn. Each rung below the whole run gets a
-    step of its own where the run has room (the step after the previous rung's at the
-    earliest), so that no later key on the same step hides a rung from the pruner."""
-    steps: dict[float, int] = {}
-    previous = 0
-    for f in (round(f, 9) for f in rung_fractions(spec)[:-1]):
-        previous = steps[f] = min(total_steps, max(1, round(f * total_steps), previous + 1))
-    for f in eval_fractions(spec):
-        steps.setdefault(f, max(1, round(f * total_steps)))
+    Fractions take steps in their order (a later fraction never an earlier step), each rung
+    below the whole run a step of its own where the run has room (the step after the
+    previous rung's at the earliest). Where a short trial has several fractions on one step,
+    the step reports its rungs and its last key, in order, the pruner asked after each: no
+    rung is hidden from asha by a later key (asha judges a trial at the highest key it
+    reported), and the median and Hyperband pruners see one value per step, as before."""
+    rungs = {round(f, 9) for f in rung_fractions(spec)[:-1]}
+    judged = {key(spec, f) for f in rungs}
     points: dict[int, list[int]] = {}
-    for f in sorted(steps):
-        points.setdefault(steps[f], []).append(key(spec, f))
-    return {step: sorted(set(keys)) for step, keys in sorted(points.items())}
+    last = last_rung = 0
+    for f in eval_fractions(spec):
+        step = max(1, round(f * total_steps), last, last_rung + 1 if f in rungs else 0)
+        last = step = min(step, total_steps)
+        if f in rungs:
+            last_rung = step
+        keys = points.setdefault(step, [])
+        if keys and keys[-1] not in judged:
+            keys.pop()  # an earlier non-rung key of the same step: the step reports its last key
+        keys.append(key(spec, f))
+    return points
 
 
 def rung_keys(spec) -> list[int]:

@@ -97,22 +97,53 @@ def test_a_replayed_study_makes_the_real_studys_asha_and_promotion_decisions(tin
     assert {e.trial: e.tokens for e in history.ended} == tokens, "a promotion pays only for what it trains"
 
 
-def test_every_rung_is_reported_and_judged_on_short_trials():
-    spec = StudySpec(model="m", dataset="d", method="lora", n_examples=1000, epochs=1)
-    rungs = progress.rung_keys(spec)
-    for total in range(1, 60):
-        points = progress.eval_points(spec, total)
-        reported = [k for keys in points.values() for k in keys]
-        assert set(rungs) <= set(reported) and set(progress.key(spec, f) for f in progress.eval_fractions(spec)) \
-            == set(reported), total
-        rung_steps = [s for s, keys in points.items() for k in keys if k in rungs[:-1]]
-        if total > len(rungs) - 1:
-            assert len(set(rung_steps)) == len(rungs) - 1, (total, points)
-        assert all(keys == sorted(keys) for keys in points.values())
-    # The issue's example: a 5-step trial reported neither key 200 nor 600 before.
+def test_every_rung_is_reported_on_a_step_of_its_own_and_keys_only_grow():
+    for n_examples, min_fraction in ((1000, 1 / 9), (2000, 1 / 9), (700, 1 / 27)):
+        spec = StudySpec(model="m", dataset="d", method="lora", n_examples=n_examples, epochs=1,
+                         min_fraction=min_fraction)
+        rungs = progress.rung_keys(spec)
+        for total in range(1, 120):
+            points = progress.eval_points(spec, total)
+            reported = [k for step in sorted(points) for k in points[step]]
+            # asha judges a trial at the highest key it has reported: keys must only grow
+            assert reported == sorted(set(reported)) and set(rungs) <= set(reported), (total, points)
+            if total >= len(rungs):  # room for each rung below the end on a judged step of its own
+                steps = [s for s, keys in points.items() for k in keys if k in rungs[:-1]]
+                assert len(set(steps)) == len(steps) and max(steps) < total, (total, points)
+            assert all(k in rungs for keys in points.values() for k in keys[:-1]), "one other key per step"
     five = progress.eval_points(StudySpec(model="m", dataset="d", method="lora", n_examples=2000, epochs=1,
                                           max_eval_examples=200), 5)
-    assert {200, 600} <= {k for keys in five.values() for k in keys}
+    assert {200, 600} <= {k for keys in five.values() for k in keys}, "the issue's 5-step trial"
+
+
+def test_a_five_step_trial_is_judged_at_each_rung(tmp_path):
+    """Real studies, replayed trials of five steps: asha pauses one at the rung at 1/3 (key 600),
+    which a 5-step trial never reported before the fix."""
+    spec = StudySpec(model="m", dataset="d", method="lora", n_examples=2000, epochs=1, brackets=1,
+                     n_trials=3, queue_starting_configs=False, detectors=QUIET, lease_seconds=1e9,
+                     space_overrides={"batch_size": {"value": 360}, "learning_rate": {"low": 1e-5, "high": 0.1}})
+    assert progress.trial_steps(spec, 360) == 5
+    space = space_of(spec)
+    configs = [{name: p.centre if p.choices else p.low for name, p in space.items()} for _ in range(3)]
+    runs = []
+    for i, (config, start) in enumerate(zip(configs, (4.0, 3.5, 4.5))):
+        config["learning_rate"] = 10 ** (-4 + i / 2)
+        losses = [start - 0.1 * s for s in range(5)]
+        runs.append({"id": f"c{i}", "seed": 0, "params": config, "steps": 5, "loss": losses, "grad_norm": [1.0] * 5,
+                     "tokens": [100 * s for s in range(1, 6)], "eval": [[s + 1, v] for s, v in enumerate(losses)],
+                     "seconds": 1.0})
+    storage = optuna.storages.InMemoryStorage()
+    create(storage, "short", spec)
+    study, spec = load(storage, "short", seed=0)
+    for config in configs:
+        study.enqueue_trial(config)
+    replay(TunefleetSearch(study, storage, spec, Table(runs, space)), workers=1)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.user_attrs[attrs.PAUSED] for t in trials[:3]] == [{"rung": 200, "step": 1}] * 3, \
+        "eta 3: none of the first three is in the best third of the rung at 1/9 until all three reached it"
+    promoted = trials[3]  # the best of them, continued from step 1, then judged at 1/3 (step 2), alone there
+    assert promoted.user_attrs[attrs.PROMOTED_FROM] == 1
+    assert promoted.user_attrs[attrs.PAUSED] == {"rung": 600, "step": 2}, "judged at 1/3 of its five steps"
 
 
 def test_a_paused_configuration_and_its_promotion_are_one_observation_for_the_sampler():
@@ -162,8 +193,8 @@ def test_the_table_replays_a_recorded_run_and_its_nearest_neighbour():
 
 def test_regret_speedup_and_wilcoxon():
     budget = 100.0
-    good = [[(10, 1.0)], [(20, 1.0)], [(10, 1.5), (30, 1.0)]]
-    slow = [[(50, 1.2), (90, 1.0)], [(60, 1.1)], [(80, 1.3)]]
+    good = {0: [(10, 1.0)], 1: [(20, 1.0)], 2: [(10, 1.5), (30, 1.0)]}
+    slow = {0: [(50, 1.2), (90, 1.0)], 1: [(60, 1.1)], 2: [(80, 1.3)]}
     s = stats.summarise({"fast": good, "slow": slow}, budget, "fast", "slow")
     assert s["best"] == 1.0 and s["worst"] == 1.5
     fast, baseline = s["methods"]["fast"], s["methods"]["slow"]
@@ -171,8 +202,10 @@ def test_regret_speedup_and_wilcoxon():
     assert fast["speedup"]["exact"] and fast["speedup"]["value"] > 2.5
     never, exact = stats.speedup(np.full(stats.GRID, 2.0), np.linspace(2, 1, stats.GRID), budget)
     assert not exact and never == 1.0, "never reached: the baseline's tokens over the budget, a bound"
-    assert stats.wilcoxon_p(np.zeros(5), np.zeros(5)) == 1.0
-    assert stats.wilcoxon_p(np.zeros(20), np.ones(20)) < 0.001
+    assert stats.wilcoxon_p(dict.fromkeys(range(5), 0.0), dict.fromkeys(range(5), 0.0)) == 1.0
+    assert stats.wilcoxon_p(dict.fromkeys(range(20), 0.0), dict.fromkeys(range(20), 1.0)) < 0.001
+    assert stats.wilcoxon_p({s: float(s) for s in range(20)}, {s: float(s) for s in range(1, 21)}) == 1.0, \
+        "paired by seed (1..19 agree), not by position"
 
 
 def test_the_replay_harness_runs_on_the_committed_tables(tmp_path):

@@ -70,9 +70,13 @@ PLAIN_LR = (1e-6, 1e-1)
 PLAIN_BATCH = (4, 8, 16, 32, 64)
 PLAIN_OVERRIDES = {"learning_rate": {"low": PLAIN_LR[0], "high": PLAIN_LR[1]},
                    "batch_size": {"choices": list(PLAIN_BATCH)}}
-# Detectors that never fire (a non-finite loss still ends a trial): "no pruning" for the baselines.
+# Detectors whose thresholds are never reached: "no pruning" for the baselines, and whole runs for
+# the replay's tables. A non-finite loss or gradient norm still ends a trial (no threshold to lift).
 NO_DETECTORS = Detectors(divergence_ratio=1e30, divergence_rise=1e30, divergence_patience=10**9,
-                         plateau_window=10**9, plateau_min_improvement=0.0)
+                         plateau_window=10**9, plateau_min_improvement=0.0,
+                         explosion_ratio=1e30, explosion_patience=10**9,
+                         vanishing_ratio=1e-300, vanishing_patience=10**9,
+                         overfit_ratio=1e30, overfit_patience=10**9)
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ def _setup(method: str, problem, tc: TrialConfig, seed: int, truth_lr: float | N
         sampler, pruner = {"tpe-median": ("tpe", "median"), "tpe-hyperband": ("tpe", "hyperband"),
                            "random": ("random", "none")}[method]
         options = {"sampler": sampler, "pruner": pruner, "space_overrides": PLAIN_OVERRIDES,
-                   "queue_starting_configs": False, "detectors": NO_DETECTORS}
+                   "queue_starting_configs": False, "detectors": NO_DETECTORS, "retry_diverged": False}
     else:
         raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     name = f"{problem.name}-{method}-{seed}"

@@ -96,7 +96,8 @@ def run(problem, seed: int, tc, budget: int) -> tuple[list[dict], dict]:
     from workers.trial_outcome import report
     from workers.trial_run import train
 
-    spec = base_spec(problem, tc, pruner="asha", eta=ETA, min_fraction=MIN_FRACTION, detectors=NO_DETECTORS)
+    spec = base_spec(problem, tc, pruner="asha", eta=ETA, min_fraction=MIN_FRACTION, detectors=NO_DETECTORS,
+                     retry_diverged=False)
     space = space_of(spec)
     fixed = {n: p.choices[0] for n, p in space.items() if p.choices is not None and len(p.choices) == 1}
     rng = _Rng(seed)
@@ -126,6 +127,7 @@ def run(problem, seed: int, tc, budget: int) -> tuple[list[dict], dict]:
                                    attrs.LINEAGE: parent.user_attrs.get(attrs.LINEAGE, parent.number)})
             study.enqueue_trial(params, user_attrs=user_attrs)
             trial = study.ask()
+            assert trial.user_attrs[attrs.SOURCE] == user_attrs[attrs.SOURCE], "a trial NePS did not ask for"
             numbers[neps_trial.metadata.id] = trial.number
             t0 = time.time()
             run_ = train(trial, suggest(trial, space), spec, warm, store, Path(tmp), should_stop=lambda: False)

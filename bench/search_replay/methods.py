@@ -91,7 +91,7 @@ def study_options(method: str, problem, tc, table) -> dict:
         sampler, pruner = {"tpe-median": ("tpe", "median"), "tpe-hyperband": ("tpe", "hyperband"),
                            "random": ("random", "none")}[method]
         return {"sampler": sampler, "pruner": pruner, "space_overrides": PLAIN_OVERRIDES,
-                "queue_starting_configs": False, "detectors": NO_DETECTORS}
+                "queue_starting_configs": False, "detectors": NO_DETECTORS, "retry_diverged": False}
     raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
 
 

@@ -24,7 +24,8 @@ class NepsSearch:
     def __init__(self, problem, tc, table, seed: int, tokens: int):
         import neps
 
-        self.spec = base_spec(problem, tc, pruner="asha", eta=ETA, min_fraction=MIN_FRACTION, detectors=NO_DETECTORS)
+        self.spec = base_spec(problem, tc, pruner="asha", eta=ETA, min_fraction=MIN_FRACTION, detectors=NO_DETECTORS,
+                     retry_diverged=False)
         self.space = space_of(self.spec)
         self.fixed = {n: p.choices[0] for n, p in self.space.items() if p.choices is not None and len(p.choices) == 1}
         self.table, self.tokens = table, tokens
@@ -57,6 +58,7 @@ class NepsSearch:
                                attrs.LINEAGE: parent.user_attrs.get(attrs.LINEAGE, parent.number)})
         self.study.enqueue_trial(params, user_attrs=user_attrs)
         trial = self.study.ask()
+        assert trial.user_attrs[attrs.SOURCE] == user_attrs[attrs.SOURCE], "a trial NePS did not ask for"
         self.numbers[neps_trial.metadata.id] = trial.number
         self.asked[trial.number] = neps_trial
         params = suggest(trial, self.space)

@@ -16,9 +16,12 @@ points again under training seeds 1 and 2 (the same data split) to measure noise
 Per configuration and seed, per optimizer step: the train loss, the gradient norm
 and the cumulative non-padding training tokens (the Trainer logs every step);
 the eval loss at every step any replayed method evaluates at (search/progress.py's
-points of the default asha, of asha down to 1/27 of the run, and of every tenth);
-the seconds trained; the default detectors' first verdicts (for the record: the
-replay runs the real detectors on the series with each method's thresholds).
+points of the default asha, of asha down to 1/27 of the run, and of every tenth),
+with the seconds trained by then; the run's wall seconds; the default detectors'
+first verdicts (for the record: the replay runs the real detectors on the series
+with each method's thresholds). Every detector's threshold is lifted while
+recording (bench/search_efficiency/methods.py's NO_DETECTORS), so a run ends
+early only at a non-finite loss or gradient norm, as any run would.
 
 Tables: bench/search_replay/tables/<problem>.jsonl.gz, one JSON line per run after
 a header line naming the recipe; a table whose recipe differs is recorded again.
@@ -44,7 +47,7 @@ from search import progress
 
 HERE = Path(__file__).resolve().parent
 TABLES = HERE / "tables"
-VERSION = 1
+VERSION = 2
 SOBOL = 256  # Sobol points per problem (a power of two keeps the sample balanced)
 REPEATS = 32  # of them, trained again under training seeds 1 and 2
 WIDE_LR = (1e-6, 1.0)  # every learning rate any replayed method proposes (the 30x-off priors reach 1.0)
@@ -110,8 +113,11 @@ def _from_unit(param, x: float):
 
 
 def recipe(problem, tc: TrialConfig) -> dict:
-    """What the table's runs depend on: a table recorded under another recipe is stale."""
-    return {"version": VERSION, "problem": dataclasses.asdict(problem),
+    """What the table's runs depend on: a table recorded under another recipe is stale. Paths are
+    relative to the repository, so that a table recorded in one checkout holds in another."""
+    root = HERE.parent.parent
+    where = {k: Path(getattr(problem, k)).resolve().relative_to(root).as_posix() for k in ("model_dir", "dataset")}
+    return {"version": VERSION, "problem": {**dataclasses.asdict(problem), **where},
             "trial_config": dataclasses.asdict(tc),
             "sobol": SOBOL, "repeats": REPEATS, "wide_lr": list(WIDE_LR), "specs": [str(s) for s in RECORDED_SPECS],
             "sweep": problems_mod.SWEEP_LRS}
@@ -152,11 +158,20 @@ def record(spec, warm, run_id: str, params: dict, points: list[int]) -> dict:
     callback = PruningCallback(trial, spec, total)
     callback.points = {step: [step] for step in points}  # evaluate at every recorded point
     series = {"loss": [], "grad_norm": [], "tokens": []}
+    trained: dict[int, float] = {}  # seconds in training steps by each evaluation (evaluations not counted)
 
     class Record(TrainerCallback):
-        """Per step: tokens so far, train loss, gradient norm; no checkpoints (nothing resumes)."""
+        """Per step: tokens so far, train loss, gradient norm; seconds trained by each evaluation;
+        no checkpoints (nothing resumes)."""
+
+        def __init__(self):
+            self.seconds, self.since = 0.0, None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.since = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self.since
             control.should_save = False
             series["tokens"].append(int(state.num_input_tokens_seen))
 
@@ -167,6 +182,7 @@ def record(spec, warm, run_id: str, params: dict, points: list[int]) -> dict:
 
         def on_evaluate(self, args, state, control, **kwargs):
             control.should_save = False
+            trained[state.global_step] = round(self.seconds, 3)
 
     micro = split_batch(params["batch_size"], spec.max_micro_batch)[0]
     started = time.perf_counter()
@@ -179,7 +195,7 @@ def record(spec, warm, run_id: str, params: dict, points: list[int]) -> dict:
     assert ended == len(series["tokens"]) and (ended == total or callback.verdict is not None)
     evals = {step: callback.eval_losses.get(step, float("nan")) for step in points if step <= ended}
     return {"id": run_id, "seed": spec.seed, "params": params, "steps": total, **series,
-            "eval": [[s, _round(v)] for s, v in sorted(evals.items())], "seconds": round(seconds, 2),
+            "eval": [[s, _round(v), trained.get(s)] for s, v in sorted(evals.items())], "seconds": round(seconds, 2),
             "verdicts": default_verdicts(series, evals)}
 
 

@@ -29,8 +29,7 @@ def analyse(config: dict, results: list[dict], fidelity: dict) -> dict:
         if not mine:
             continue
         methods = [m for m in config["methods"] if any(r["method"] == m for r in mine)]
-        curves = {m: [r["incumbent"] for r in sorted((r for r in mine if r["method"] == m), key=lambda r: r["seed"])]
-                  for m in methods}
+        curves = {m: {r["seed"]: r["incumbent"] for r in mine if r["method"] == m} for m in methods}
         s = stats.summarise(curves, mine[0]["budget"], default, baseline)
         rows = s["methods"]
         searches = {m: [r for r in mine if r["method"] == m] for m in methods}
@@ -93,7 +92,7 @@ def markdown(analysis: dict, plots: dict, cd: str | None) -> str:
              f"1 = the worst incumbent); mean over seeds with a bootstrap 95% interval. Speedup: tokens TPE + "
              f"Median's mean best loss needs to reach its own final value over the tokens the method's needs "
              f"(\"<\": never reached, an upper bound). p: two-sided Wilcoxon signed-rank test of the final "
-             f"regret of {LABELS[c['default']]} {c['default']} against the method, seed-paired.", ""]
+             f"regret of {LABELS.get(c['default'], '')} {c['default']} against the method, seed-paired.", ""]
     for name, pr in analysis["problems"].items():
         f = pr["fidelity"]
         surrogate = "" if not f else (
@@ -165,12 +164,10 @@ def critical_difference(config: dict, results: list[dict], out: Path) -> str | N
     rows = {}
     for name, pr in analysis["problems"].items():
         mine = [r for r in results if r["problem"] == name]
-        curves = {m: [r["incumbent"] for r in sorted((r for r in mine if r["method"] == m), key=lambda r: r["seed"])]
-                  for m in pr["regret_auc"]}
+        curves = {m: {r["seed"]: r["incumbent"] for r in mine if r["method"] == m} for m in pr["regret_auc"]}
         regrets, _, _ = stats.regret_table(curves, pr["budget_tokens"])
-        n = min(len(v) for v in regrets.values())
-        for seed in range(n):
-            rows[(name, seed)] = {m: float(v[seed, -1]) for m, v in regrets.items()}
+        for seed in sorted(set.intersection(*(set(v) for v in regrets.values()))):
+            rows[(name, seed)] = {m: float(v[seed][-1]) for m, v in regrets.items()}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     if frame.shape[1] < 3 or frame.shape[0] < 5:
         return None

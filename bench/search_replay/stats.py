@@ -40,17 +40,23 @@ def best_so_far(curve: list[tuple[float, float]], at: np.ndarray) -> np.ndarray:
     return out
 
 
-def regret_table(curves: dict[str, list[list]], budget: float) -> tuple[dict[str, np.ndarray], float, float]:
-    """{method: regret array [seed, budget point]}, best, worst; curves[method][seed] is an
-    incumbent curve."""
+def regret_table(curves: dict[str, dict[int, list]], budget: float) -> tuple[dict[str, dict[int, np.ndarray]], float, float]:
+    """({method: {seed: regret on the grid}}, best, worst); curves[method][seed] is an incumbent
+    curve."""
     at = grid(budget)
-    values = {m: np.stack([best_so_far(c, at) for c in seeds]) for m, seeds in curves.items()}
-    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()])
+    values = {m: {seed: best_so_far(c, at) for seed, c in seeds.items()} for m, seeds in curves.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for seeds in values.values() for v in seeds.values()] or [[]])
     if not len(finite):
-        return {m: np.ones_like(v) for m, v in values.items()}, math.nan, math.nan
+        return {m: {seed: np.ones(len(at)) for seed in seeds} for m, seeds in values.items()}, math.nan, math.nan
     best, worst = float(finite.min()), float(finite.max())
     span = worst - best if worst > best else 1.0
-    return {m: np.where(np.isfinite(v), np.clip((v - best) / span, 0, 1), 1.0) for m, v in values.items()}, best, worst
+    return ({m: {seed: np.where(np.isfinite(v), np.clip((v - best) / span, 0, 1), 1.0) for seed, v in seeds.items()}
+             for m, seeds in values.items()}, best, worst)
+
+
+def stacked(by_seed: dict[int, np.ndarray], seeds=None) -> np.ndarray:
+    """[seed, budget point] over `seeds` (default: all, in seed order)."""
+    return np.stack([by_seed[s] for s in sorted(by_seed if seeds is None else seeds)])
 
 
 def bootstrap_mean(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -87,38 +93,40 @@ def speedup(method: np.ndarray, baseline: np.ndarray, budget: float) -> tuple[fl
     return float(needed / at[np.argmax(reached)]), True
 
 
-def average_ranks(regrets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def average_ranks(regrets: dict[str, dict[int, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per budget point, each method's rank among the methods averaged over seeds (1 = best),
-    seed-paired: the seeds every method has."""
+    seed-paired: over the seeds every method has."""
     methods = list(regrets)
-    n = min(len(v) for v in regrets.values())
-    stacked = np.stack([regrets[m][:n] for m in methods])  # method, seed, point
-    ranks = rankdata(stacked, axis=0)
+    common = sorted(set.intersection(*(set(regrets[m]) for m in methods)))
+    ranks = rankdata(np.stack([stacked(regrets[m], common) for m in methods]), axis=0)  # method, seed, point
     return {m: ranks[i].mean(axis=0) for i, m in enumerate(methods)}
 
 
-def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of seed-paired samples (1.0 when they never differ)."""
-    n = min(len(a), len(b))
-    d = np.asarray(a[:n], float) - np.asarray(b[:n], float)
-    if not np.any(np.abs(d) > 1e-12):
+def wilcoxon_p(a: dict[int, float], b: dict[int, float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of {seed: value} samples paired by seed (1.0 when
+    they never differ)."""
+    seeds = sorted(set(a) & set(b))
+    x, y = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float)
+    if not np.any(np.abs(x - y) > 1e-12):
         return 1.0
-    return float(wilcoxon(a[:n], b[:n], zero_method="wilcox", alternative="two-sided").pvalue)
+    return float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def summarise(curves: dict[str, list], budget: float, default: str, baseline: str) -> dict:
+def summarise(curves: dict[str, dict[int, list]], budget: float, default: str, baseline: str) -> dict:
     """Everything the report states for one problem. curves[method][seed] = incumbent curve."""
     regrets, best, worst = regret_table(curves, budget)
     at = grid(budget)
     points = {s: int(round(s * GRID)) - 1 for s in SHARES}
     out = {"best": best, "worst": worst, "budget": budget, "methods": {}}
-    means = {m: mean_curve(c, budget, worst) for m, c in curves.items()}
+    means = {m: mean_curve(list(c.values()), budget, worst) for m, c in curves.items()}
     ranks = average_ranks(regrets)
-    for m, r in regrets.items():
-        auc = r.mean(axis=1)
+    final = {m: {seed: float(v[-1]) for seed, v in r.items()} for m, r in regrets.items()}
+    area = {m: {seed: float(v.mean()) for seed, v in r.items()} for m, r in regrets.items()}
+    for m, by_seed in regrets.items():
+        r = stacked(by_seed)
         row = {"seeds": len(r),
                "regret_at": {str(s): bootstrap_mean(r[:, i]) for s, i in points.items()},
-               "regret_auc": bootstrap_mean(auc),
+               "regret_auc": bootstrap_mean(r.mean(axis=1)),
                "final_regret": bootstrap_mean(r[:, -1]),
                "mean_best_loss": float(means[m][-1]),
                "rank_at": {str(s): float(ranks[m][i]) for s, i in points.items()},
@@ -127,10 +135,10 @@ def summarise(curves: dict[str, list], budget: float, default: str, baseline: st
             value, exact = speedup(means[m], means[baseline], budget)
             row["speedup"] = {"value": value, "exact": exact}
         if default in regrets and m != default:
-            row["wilcoxon_p_final"] = wilcoxon_p(regrets[default][:, -1], r[:, -1])
-            row["wilcoxon_p_auc"] = wilcoxon_p(regrets[default].mean(axis=1), auc)
+            row["wilcoxon_p_final"] = wilcoxon_p(final[default], final[m])
+            row["wilcoxon_p_auc"] = wilcoxon_p(area[default], area[m])
         out["methods"][m] = row
     out["mean_curves"] = {m: [[float(t), float(v)] for t, v in zip(at, c)] for m, c in means.items()}
-    out["mean_regret_curves"] = {m: r.mean(axis=0).tolist() for m, r in regrets.items()}
-    out["bands"] = {m: band(r) for m, r in regrets.items()}
+    out["mean_regret_curves"] = {m: stacked(r).mean(axis=0).tolist() for m, r in regrets.items()}
+    out["bands"] = {m: band(stacked(r)) for m, r in regrets.items()}
     return out

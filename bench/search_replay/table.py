@@ -29,8 +29,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 SURROGATE = 1  # the version of the fit below: a table's stored fit of another version is fitted again
-WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # what the metric fit tries per hyperparameter
-NEIGHBOURS = (1, 2, 3, 5, 8)  # what the fit tries for k
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)  # what the metric fit tries
+NEIGHBOURS = (1, 2, 3, 4, 5, 6, 8)  # what the fit tries for k
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Curve:
     @classmethod
     def of(cls, run: dict) -> "Curve":
         return cls(run["id"], run["seed"], run["params"], run["steps"], run["loss"], run["grad_norm"],
-                   run["tokens"], {int(s): v for s, v in run["eval"]}, run["seconds"])
+                   run["tokens"], {int(e[0]): e[1] for e in run["eval"]}, run["seconds"])
 
     @property
     def ended(self) -> int:
@@ -76,9 +76,11 @@ def blend(curves: list[Curve], params: dict) -> Curve:
     loss, grad, evals = [], [], {}
     for s in range(1, curves[0].steps + 1):
         alive = [c for c in curves if c.ended >= s and math.isfinite(c.loss[s - 1])]
-        if 2 * len(alive) <= len(curves):
+        if 2 * len(alive) <= len(curves):  # most have ended: a non-finite loss ends the mean
             loss.append(math.nan)
             grad.append(math.nan)
+            if any(s in c.eval for c in curves):
+                evals[s] = math.nan
             break
         loss.append(float(np.mean([c.loss[s - 1] for c in alive])))
         norms = [c.grad_norm[s - 1] for c in alive if math.isfinite(c.grad_norm[s - 1])]

@@ -47,15 +47,18 @@ class ReplayTrial:
         self.ended = False
 
     def _start(self) -> int:
-        """The step this trial starts at: its parent's pause, for a promotion, whose values
-        it reports again and whose log history it inherits."""
+        """The step this trial starts at: for a promotion, its parent's last evaluation (where
+        the parent's latest checkpoint is: asha pauses a trial there), whose values it reports
+        again and whose log history it inherits."""
         parent_number = self.trial.user_attrs.get(attrs.PROMOTED_FROM)
         if parent_number is None:
             return 0
         (parent,) = [t for t in self.study.get_trials(deepcopy=False) if t.number == parent_number]
-        paused = parent.user_attrs[attrs.PAUSED]
-        inherit(self.trial, parent, paused["rung"])
-        step = paused["step"]
+        if not parent.intermediate_values:  # nothing evaluated, no checkpoint: it starts over
+            return 0
+        key = max(parent.intermediate_values)
+        (step,) = [s for s, keys in self.pruning.points.items() if key in keys]
+        inherit(self.trial, parent, key)
         for s in range(1, step + 1):
             self.state.log_history.append(self._log(s))
             if s in self.pruning.points and s in self.curve.eval:
@@ -95,8 +98,9 @@ class ReplayTrial:
         """The evaluation (if one is due) at the current step; whether training goes on."""
         if self.control.should_evaluate:
             loss = self.curve.eval.get(self.step)
-            if loss is None:
+            if loss is None and self.pruning.verdict is None:
                 raise NotRecorded(f"run {self.curve.id} has no evaluation at step {self.step}")
+            loss = math.nan if loss is None else loss  # after a verdict the evaluation is ignored
             self.state.log_history.append({"eval_loss": loss, "step": self.step})
             self._event("on_evaluate", metrics={"eval_loss": loss})
         return not (self.control.should_training_stop or self.step >= self.curve.ended)
