@@ -91,7 +91,12 @@ def early_ranks(trials: list[dict]) -> dict:
 
 def agreement(real: dict, replay: dict) -> dict:
     """Per problem: the methods both ran, ordered by mean best loss at the budget and by regret
-    area, in each, and whether the orders match."""
+    area, in each, and whether the orders match. The replay must have run as the real searches
+    did (one worker, the same budget): else a SystemExit says so."""
+    a, b = real["config"], replay["config"]
+    if (b["workers"], b["budget_full_trials"]) != (a["workers"], a["budget_full_trials"]):
+        raise SystemExit(f"the replay ran {b['workers']} workers at a budget of {b['budget_full_trials']:g} full "
+                         f"trials; the real searches {a['workers']} at {a['budget_full_trials']:g}: replay them so")
     out = {}
     for name, pr in real["problems"].items():
         other = replay["problems"].get(name)

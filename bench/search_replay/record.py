@@ -335,7 +335,7 @@ def main(argv=None) -> int:
             done[name][(r["id"], r["seed"])] = r
             with _partial(name, args.tables).open("a") as f:
                 f.write(json.dumps(r, separators=(",", ":")) + "\n")
-            best = min((v for _, v in r["eval"] if math.isfinite(v)), default=float("nan"))
+            best = min((e[1] for e in r["eval"] if math.isfinite(e[1])), default=float("nan"))
             print(f"[{time.time() - started:6.0f}s] {i}/{len(todo)} {name} {r['id']} seed {r['seed']}: "
                   f"{r['steps']} steps, best eval {best:.4f}, {r['seconds']:.1f} s", flush=True)
     from bench.search_replay.table import SURROGATE
