@@ -160,12 +160,14 @@ def critical_difference(config: dict, results: list[dict], out: Path) -> str | N
         from autorank import autorank, plot_stats
     except ImportError:
         return None
-    analysis = analyse(config, results, {})
     rows = {}
-    for name, pr in analysis["problems"].items():
+    for name in config["problems"]:
         mine = [r for r in results if r["problem"] == name]
-        curves = {m: {r["seed"]: r["incumbent"] for r in mine if r["method"] == m} for m in pr["regret_auc"]}
-        regrets, _, _ = stats.regret_table(curves, pr["budget_tokens"])
+        if not mine:
+            continue
+        curves = {m: {r["seed"]: r["incumbent"] for r in mine if r["method"] == m} for m in config["methods"]
+                  if any(r["method"] == m for r in mine)}
+        regrets, _, _ = stats.regret_table(curves, mine[0]["budget"])
         for seed in sorted(set.intersection(*(set(v) for v in regrets.values()))):
             rows[(name, seed)] = {m: float(v[seed][-1]) for m, v in regrets.items()}
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -174,8 +176,12 @@ def critical_difference(config: dict, results: list[dict], out: Path) -> str | N
     import matplotlib
 
     matplotlib.use("Agg")
-    result = autorank(frame, alpha=0.05, verbose=False, order="ascending")
-    ax = plot_stats(result, allow_insignificant=True)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its tables
+        result = autorank(frame, alpha=0.05, verbose=False, order="ascending")
+        ax = plot_stats(result, allow_insignificant=True)
     path = out / "critical-difference.png"
     ax.figure.savefig(path, bbox_inches="tight")
     return path.name
