@@ -273,10 +273,14 @@ def _write_table(problem, tc, runs: dict, tables: Path, fitted: dict | None = No
     fitted again unless `fitted` is of the current version."""
     from bench.search_replay.table import Table
 
+    from bench.search_efficiency.methods import full_trial_tokens
+
     order = sorted(runs.values(), key=lambda r: (r["id"], r["seed"]))
     surrogate = Table(order, wide_space(problem, tc), fitted).surrogate()
+    # The budget's unit, as the real benchmark counts it (an epoch's tokens times the epochs).
+    header = {"recipe": recipe(problem, tc), "surrogate": surrogate, "full_trial_tokens": full_trial_tokens(problem, tc)}
     with gzip.open(table_path(problem.name, tables), "wt", compresslevel=9) as f:
-        f.write(json.dumps({"recipe": recipe(problem, tc), "surrogate": surrogate}) + "\n")
+        f.write(json.dumps(header) + "\n")
         for r in order:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
     _partial(problem.name, tables).unlink(missing_ok=True)
@@ -345,9 +349,11 @@ def main(argv=None) -> int:
         if not wanted <= set(done[name]):
             continue
         path = table_path(name, args.tables)
-        fitted = read_table(name, args.tables)[0].get("surrogate") if path.is_file() else None
+        header = read_table(name, args.tables)[0] if path.is_file() else {}
+        fitted = header.get("surrogate")
         new = any(job[0] == name for job in todo)
-        if new or _partial(name, args.tables).is_file() or (fitted or {}).get("version") != SURROGATE:
+        if new or _partial(name, args.tables).is_file() or (fitted or {}).get("version") != SURROGATE \
+                or "full_trial_tokens" not in header:
             _write_table(probs[name], tcs[name], {k: done[name][k] for k in wanted}, args.tables,
                          None if new else fitted)
         fidelity = read_table(name, args.tables)[0]["surrogate"]["fidelity"]

@@ -178,8 +178,10 @@ def critical_difference(config: dict, results: list[dict], out: Path) -> str | N
     matplotlib.use("Agg")
     import contextlib
     import io
+    import warnings
 
-    with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its tables
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # autorank prints its tables
+        warnings.simplefilter("ignore")
         result = autorank(frame, alpha=0.05, verbose=False, order="ascending")
         ax = plot_stats(result, allow_insignificant=True)
     path = out / "critical-difference.png"

@@ -89,7 +89,7 @@ def load(name: str, tables: Path):
         recipe = header["recipe"]
         problem, tc = Problem(**recipe["problem"]), TrialConfig(**recipe["trial_config"])  # no model files needed
         table = Table(runs, wide_space(problem, tc), header.get("surrogate"))
-        full = statistics.median(c.total_tokens for c in table.curves if c.ended == c.steps)
+        full = header.get("full_trial_tokens") or statistics.median(c.total_tokens for c in table.curves)
         _TABLES[name] = (problem, tc, table, round(full))
     return _TABLES[name]
 
