@@ -14,8 +14,8 @@ from bench.search_replay.methods import METHODS
 
 LABELS = {"tunefleet": "(a)", "tpe-median": "(b)", "tpe-hyperband": "(b')", "random": "(c)",
           "neps-priorband": "(e)", "tunefleet-lr-x30": "(a')", "tunefleet-lr-div30": "(a'')",
-          "tunefleet-prior-good": "(a) good prior", "tunefleet-prior-medium": "(a) medium prior",
-          "tunefleet-prior-bad": "(a) bad prior"}
+          "tunefleet-prior-good": "(a)+good", "tunefleet-prior-medium": "(a)+medium",
+          "tunefleet-prior-bad": "(a)+bad"}
 STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (5, 5)),
           (0, (3, 5, 1, 5)), (0, (1, 3)))
 
