@@ -118,10 +118,30 @@ def markdown(analysis: dict, plots: dict, cd: str | None) -> str:
                          f"{pr['rank_at'][m]['1.0']:.2f} | {s['trials']:.0f} ({s['configurations']:.0f}) | "
                          f"{s['complete']:.1f} | {s['paused']:.0f} | {s['cpu_s']:.2f} |")
         lines += [""] + pr.get("notes", []) + [f"![{name}]({plots[name]})", ""]
+    timing = _time_spent(analysis)
+    if timing:
+        lines += ["Where the time goes (CPU seconds per search, mean over problems and seeds): claiming a trial "
+                  "(the claim protocol and the sampler), replaying steps (the callbacks and detectors), evaluations "
+                  "(reports and the pruner), telling ends (workers.trial_outcome.report).", "",
+                  "| method | per search | claim (sampler) | steps | evaluations | tell |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {m} | {t['cpu_s']:.2f} | {t['claim_s']:.2f} | {t['train_s']:.2f} | {t['evaluate_s']:.2f} | "
+                  f"{t['tell_s']:.2f} |" for m, t in timing.items()]
+        lines.append("")
     if cd:
         lines += [f"Critical-difference diagram of final regret over every problem and seed (autorank: Friedman + "
                   f"Nemenyi, alpha 0.05): ![critical difference]({cd})", ""]
     return "\n".join(lines)
+
+
+def _time_spent(analysis: dict) -> dict[str, dict[str, float]]:
+    """{method: mean CPU seconds per search, and per part}, over problems (replays only)."""
+    rows: dict = {}
+    for pr in analysis["problems"].values():
+        for m, s in pr["searches"].items():
+            if s["timing"]:
+                rows.setdefault(m, []).append({"cpu_s": s["cpu_s"], **s["timing"]})
+    return {m: {k: float(np.mean([r[k] for r in v])) for k in v[0]} for m, v in rows.items()}
 
 
 def _num(x, fmt="{:.2f}") -> str:
