@@ -28,8 +28,8 @@ from functools import cached_property
 import numpy as np
 from scipy.stats import spearmanr
 
-SURROGATE = 1  # the version of the fit below: a table's stored fit of another version is fitted again
-WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)  # what the metric fit tries
+SURROGATE = 2  # the version of the fit below: a table's stored fit of another version is fitted again
+WEIGHTS = (0.0,) + tuple(2.0 ** e for e in range(-2, 11))  # what the metric fit tries: 0, 1/4 .. 1024
 NEIGHBOURS = (1, 2, 3, 4, 5, 6, 8)  # what the fit tries for k
 
 
