@@ -90,9 +90,16 @@ def early_ranks(trials: list[dict]) -> dict:
 
 
 def agreement(real: dict, replay: dict) -> dict:
-    """Per problem: the methods both ran, ordered by mean best loss at the budget and by regret
-    area, in each, and whether the orders match. The replay must have run as the real searches
-    did (one worker, the same budget): else a SystemExit says so."""
+    """Per problem and pair of methods both ran: which finds the lower mean best loss at the
+    budget in the real searches and in the replay, each with its seed-paired Wilcoxon p-value;
+    they agree when the sign is the same, disagree when it differs and either side is
+    significant (p < 0.05), and are within noise when it differs and neither is. Plus the
+    order of the methods in each. The replay must have run as the real searches did (one
+    worker, the same budget): else a SystemExit says so."""
+    from itertools import combinations
+
+    from bench.search_replay.stats import wilcoxon_p
+
     a, b = real["config"], replay["config"]
     if (b["workers"], b["budget_full_trials"]) != (a["workers"], a["budget_full_trials"]):
         raise SystemExit(f"the replay ran {b['workers']} workers at a budget of {b['budget_full_trials']:g} full "
@@ -103,24 +110,37 @@ def agreement(real: dict, replay: dict) -> dict:
         if other is None:
             continue
         common = [m for m in pr["mean_best_loss"] if m in other["mean_best_loss"]]
-        row = {"methods": common}
-        for key in ("mean_best_loss", "regret_auc"):
-            a = sorted(common, key=lambda m: pr[key][m])
-            b = sorted(common, key=lambda m: other[key][m])
-            row[key] = {"real": a, "replay": b, "match": a == b}
-        out[name] = row
+        pairs = []
+        for m1, m2 in combinations(common, 2):
+            row = {"methods": [m1, m2]}
+            for side, data in (("real", pr), ("replay", other)):
+                x, y = ({int(k): v for k, v in data["best_loss_by_seed"][m].items()} for m in (m1, m2))
+                row[side] = {"difference": data["mean_best_loss"][m1] - data["mean_best_loss"][m2],
+                             "p": wilcoxon_p(x, y)}
+            same = (row["real"]["difference"] > 0) == (row["replay"]["difference"] > 0)
+            row["verdict"] = ("agree" if same else "disagree" if min(row["real"]["p"], row["replay"]["p"]) < 0.05
+                              else "within noise")
+            pairs.append(row)
+        out[name] = {"order": {"real": sorted(common, key=lambda m: pr["mean_best_loss"][m]),
+                               "replay": sorted(common, key=lambda m: other["mean_best_loss"][m])},
+                     "pairs": pairs}
     return out
 
 
 def agreement_markdown(check: dict, replay_dir: str) -> list[str]:
-    lines = [f"#### Agreement with the replay ({replay_dir})", "",
-             "| problem | by mean best loss at the budget: real | replay | match | by regret area: real | replay "
-             "| match |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"#### Agreement with the replay ({replay_dir}: one worker, the same budget)", "",
+             "Mean best loss at the budget, by pair of methods: the difference (first minus second) and its "
+             "seed-paired Wilcoxon p-value in the real searches and in the replay.", "",
+             "| problem | order, real | order, replay | pair | real: difference (p) | replay: difference (p) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in check.items():
-        a, b = row["mean_best_loss"], row["regret_auc"]
-        lines.append(f"| {name} | {' < '.join(a['real'])} | {' < '.join(a['replay'])} | "
-                     f"{'yes' if a['match'] else '**no**'} | {' < '.join(b['real'])} | {' < '.join(b['replay'])} | "
-                     f"{'yes' if b['match'] else '**no**'} |")
+        for i, pair in enumerate(row["pairs"]):
+            order = (f"{' < '.join(row['order']['real'])} | {' < '.join(row['order']['replay'])}" if i == 0
+                     else " | ")
+            r, s = pair["real"], pair["replay"]
+            lines.append(f"| {name if i == 0 else ''} | {order} | {' vs '.join(pair['methods'])} | "
+                         f"{r['difference']:+.4f} ({r['p']:.2g}) | {s['difference']:+.4f} ({s['p']:.2g}) | "
+                         f"{'**disagree**' if pair['verdict'] == 'disagree' else pair['verdict']} |")
     return lines + [""]
 
 

@@ -45,6 +45,7 @@ def analyse(config: dict, results: list[dict], fidelity: dict) -> dict:
             "regret_at": {m: {k: v[0] for k, v in rows[m]["regret_at"].items()} for m in methods},
             "rank_at": {m: rows[m]["rank_at"] for m in methods},
             "mean_best_loss": {m: rows[m]["mean_best_loss"] for m in methods},
+            "best_loss_by_seed": {m: rows[m]["best_loss_by_seed"] for m in methods},
             "wilcoxon_p": {m: rows[m]["wilcoxon_p_final"] for m in methods if "wilcoxon_p_final" in rows[m]},
             "wilcoxon_p_auc": {m: rows[m]["wilcoxon_p_auc"] for m in methods if "wilcoxon_p_auc" in rows[m]},
             "surrogate_spearman": (fidelity.get(name) or {}).get("surrogate_spearman"),

@@ -129,6 +129,8 @@ def summarise(curves: dict[str, dict[int, list]], budget: float, default: str, b
                "regret_auc": bootstrap_mean(r.mean(axis=1)),
                "final_regret": bootstrap_mean(r[:, -1]),
                "mean_best_loss": float(means[m][-1]),
+               "best_loss_by_seed": {seed: float(np.nan_to_num(best_so_far(c, at[-1:]), nan=worst)[0])
+                                     for seed, c in curves[m].items()},
                "rank_at": {str(s): float(ranks[m][i]) for s, i in points.items()},
                "mean_rank": float(ranks[m].mean())}
         if baseline in means:
