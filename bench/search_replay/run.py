@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="searches run at once, one process each (default 2)")
     p.add_argument("--tables", type=Path, default=HERE / "tables")
     p.add_argument("--readme", action="store_true", help="also put the report into bench/README.md")
+    p.add_argument("--reuse", type=Path, help="an earlier output directory: its searches of methods not run now "
+                   "(the same problems, seeds, workers and budget) join the report, e.g. the baselines while the "
+                   "default changes")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
     jobs.sort(key=lambda j: (j[1] != "neps-priorband", j[2]))
     print(f"{len(jobs)} searches on {args.workers} simulated workers each, budget {args.budget:g} full trials, "
           f"{args.jobs} at a time", flush=True)
-    results, fidelity = [], {}
+    results, fidelity = _reused(args), {}
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
         fid = {pool.submit(fidelity_job, n, args.tables): n for n in args.problems}
@@ -158,8 +161,10 @@ def main(argv=None) -> int:
             fidelity[n] = future.result()
     from bench.search_replay import report
 
+    (args.out / "searches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    methods = list(dict.fromkeys(args.methods + [r["method"] for r in results]))
     config = {"preset": args.preset, "seeds": args.seeds, "workers": args.workers, "budget_full_trials": args.budget,
-              "problems": args.problems, "methods": args.methods, "default": DEFAULT, "baseline": BASELINE,
+              "problems": args.problems, "methods": methods, "default": DEFAULT, "baseline": BASELINE,
               "wall_s": round(time.time() - started, 1), "machine": _machine()}
     report.write(args.out, config, results, fidelity)
     print(f"done in {time.time() - started:.0f} s: {args.out / 'report.md'}", flush=True)
@@ -168,6 +173,20 @@ def main(argv=None) -> int:
 
         splice_readme((args.out / "report.md").read_text(), _linkable(args.out), f"replay-{args.preset}")
     return 0
+
+
+def _reused(args) -> list[dict]:
+    """The searches of --reuse DIR for methods not run now, on the same problems and seeds; the same
+    workers and budget or a SystemExit."""
+    if args.reuse is None:
+        return []
+    held = json.loads((args.reuse / "report.json").read_text())["config"]
+    if (held["workers"], held["budget_full_trials"]) != (args.workers, args.budget):
+        raise SystemExit(f"{args.reuse} ran {held['workers']} workers at a budget of {held['budget_full_trials']:g}: "
+                         "not comparable")
+    rows = [json.loads(x) for x in (args.reuse / "searches.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["method"] not in args.methods and r["problem"] in args.problems
+            and r["seed"] < args.seeds]
 
 
 def _linkable(out: Path) -> str:
