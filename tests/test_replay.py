@@ -183,10 +183,14 @@ def test_the_table_replays_a_recorded_run_and_its_nearest_neighbour():
     table = Table(runs, space)
     assert table.lookup(runs[3]["params"]).id == "r3"
     near = {**runs[7]["params"], "learning_rate": runs[7]["params"]["learning_rate"] * 1.05}
-    blended = table.lookup(near)  # the mean of the k nearest of its batch, step by step
+    blended = table.lookup(near)  # the k nearest of its batch, weighted by 1/distance^2, step by step
     ids = blended.id.removeprefix("mean of ").split(", ")
     assert ids[0] == "r7" and len(ids) == table.k and blended.params == near
-    assert blended.loss == pytest.approx(list(np.mean([runs[int(i[1:])]["loss"] for i in ids], axis=0)))
+    plain = np.mean([runs[int(i[1:])]["loss"] for i in ids], axis=0)
+    assert all(abs(b - r) < abs(m - r) for b, m, r in zip(blended.loss, plain, runs[7]["loss"])), \
+        "nearer the nearest run than the plain mean"
+    closer = table.lookup({**near, "learning_rate": runs[7]["params"]["learning_rate"] * 1.0001})
+    assert closer.loss == pytest.approx(runs[7]["loss"], abs=1e-4), "continuous at a recorded run"
     assert blended.tokens == runs[7]["tokens"]
     assert table.fidelity(folds=3)["surrogate_spearman"] > 0.8, "a loss monotone in the learning rate ranks"
 

@@ -286,6 +286,21 @@ def _write_table(problem, tc, runs: dict, tables: Path, fitted: dict | None = No
     _partial(problem.name, tables).unlink(missing_ok=True)
 
 
+def refit(name: str, tables: Path = TABLES) -> dict:
+    """Fits a recorded table's surrogate again and stores it (the runs unchanged); its fidelity."""
+    from bench.search_replay.table import Table
+
+    header, runs = read_table(name, tables)
+    problem = problems_mod.Problem(**header["recipe"]["problem"])
+    tc = TrialConfig(**header["recipe"]["trial_config"])
+    header["surrogate"] = Table(runs, wide_space(problem, tc)).surrogate()
+    with gzip.open(table_path(name, tables), "wt", compresslevel=9) as f:
+        f.write(json.dumps(header) + "\n")
+        for r in runs:
+            f.write(json.dumps(r, separators=(",", ":")) + "\n")
+    return header["surrogate"]["fidelity"]
+
+
 def _init(threads: int) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
@@ -304,12 +319,20 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at once, one process each (default 2)")
     p.add_argument("--limit", type=int, default=0, help="record at most this many runs now (0: all)")
     p.add_argument("--tables", type=Path, default=TABLES)
+    p.add_argument("--refit", action="store_true", help="only fit the surrogate of the recorded tables again "
+                   "(after a change to bench/search_replay/table.py), building nothing")
     args = p.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
     names = [x for x in args.problems.split(",") if x]
     for name in names:
         if name not in problems_mod.PROBLEMS:
             p.error(f"unknown problem '{name}' (choose from {', '.join(problems_mod.PROBLEMS)})")
+    if args.refit:
+        for name in names:
+            fidelity = refit(name, args.tables)
+            print(f"{table_path(name, args.tables)}: surrogate k={fidelity['k']}, out-of-fold Spearman "
+                  f"{fidelity['surrogate_spearman']:.3f}", flush=True)
+        return 0
     args.tables.mkdir(parents=True, exist_ok=True)
     started = time.time()
     probs = {name: problems_mod.build(name) for name in names}

@@ -1,8 +1,13 @@
 """A recorded table (bench/search_replay/record.py) and the surrogate over it.
 
 A replayed trial whose params were recorded replays that run. Any other replays the
-mean of the k nearest recorded runs of its batch, step by step (Syne Tune's default
-surrogate is KNN over whole curves too, `predict_curves`): runs of one batch train the
+mean of the k nearest recorded runs of its batch, step by step, each weighted by its
+inverse squared distance (Shepard's interpolation, 1968; Syne Tune's default surrogate
+is KNN over whole curves too, `predict_curves`). The weighting makes the surrogate
+continuous at the recorded runs: a configuration near a recorded one replays nearly
+that run (an unweighted mean of 5 replayed the docstrings table's best run, 3.80, as
+4.36 from 0.01 of each range away, flattening the optimum every search is looking
+for), at the same leave-one-out rank correlation (within 0.01). Runs of one batch train the
 same examples at every step, so their token counts are equal and their train losses,
 gradient norms and eval losses average into one consistent run, which the detectors
 and the pruner read as they read a real one. A step where most of the k runs have
@@ -28,7 +33,8 @@ from functools import cached_property
 import numpy as np
 from scipy.stats import spearmanr
 
-SURROGATE = 2  # the version of the fit below: a table's stored fit of another version is fitted again
+SURROGATE = 3  # the version of the fit below: a table's stored fit of another version is fitted again
+POWER = 2  # Shepard's inverse-distance weights, 1 / d^POWER
 WEIGHTS = (0.0,) + tuple(2.0 ** e for e in range(-2, 11))  # what the metric fit tries: 0, 1/4 .. 1024
 NEIGHBOURS = (1, 2, 3, 4, 5, 6, 8)  # what the fit tries for k
 
@@ -68,11 +74,24 @@ class Curve:
         return self.tokens[-1] if self.tokens else 0
 
 
-def blend(curves: list[Curve], params: dict) -> Curve:
-    """The step-by-step mean of runs of one batch (equal steps and tokens), ending at the first
-    step where most of them have ended."""
+def shepard(distances: np.ndarray) -> np.ndarray:
+    """Inverse-distance weights, normalised (a run at distance ~0 takes all the weight)."""
+    w = 1.0 / np.maximum(np.asarray(distances, float), 1e-9) ** POWER
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+def blend(curves: list[Curve], params: dict, weights=None) -> Curve:
+    """The step-by-step weighted mean of runs of one batch (equal steps and tokens), ending at the
+    first step where most of them have ended."""
     if len(curves) == 1:
         return curves[0]
+    weights = np.full(len(curves), 1.0) if weights is None else np.asarray(weights, float)
+    of = {id(c): w for c, w in zip(curves, weights)}
+
+    def mean(pairs):
+        values, w = zip(*pairs)
+        return float(np.average(values, weights=w))
+
     loss, grad, evals = [], [], {}
     for s in range(1, curves[0].steps + 1):
         alive = [c for c in curves if c.ended >= s and math.isfinite(c.loss[s - 1])]
@@ -82,12 +101,12 @@ def blend(curves: list[Curve], params: dict) -> Curve:
             if any(s in c.eval for c in curves):
                 evals[s] = math.nan
             break
-        loss.append(float(np.mean([c.loss[s - 1] for c in alive])))
-        norms = [c.grad_norm[s - 1] for c in alive if math.isfinite(c.grad_norm[s - 1])]
-        grad.append(float(np.mean(norms)) if norms else math.nan)
-        values = [c.eval[s] for c in alive if s in c.eval and math.isfinite(c.eval[s])]
+        loss.append(mean([(c.loss[s - 1], of[id(c)]) for c in alive]))
+        norms = [(c.grad_norm[s - 1], of[id(c)]) for c in alive if math.isfinite(c.grad_norm[s - 1])]
+        grad.append(mean(norms) if norms else math.nan)
+        values = [(c.eval[s], of[id(c)]) for c in alive if s in c.eval and math.isfinite(c.eval[s])]
         if values:
-            evals[s] = float(np.mean(values))
+            evals[s] = mean(values)
     return Curve("mean of " + ", ".join(c.id for c in curves), 0, params, curves[0].steps, loss, grad,
                  curves[0].tokens[: len(loss)], evals, float(np.mean([c.seconds for c in curves])))
 
@@ -144,8 +163,8 @@ class Table:
         exact = same[np.abs(self.x[same] - x).max(axis=1) < 1e-12]
         if len(exact):
             return self.lookup_curves[int(exact[0])]
-        nearest = same[np.argsort(d, kind="stable")[: self.k]]
-        return blend([self.lookup_curves[i] for i in nearest], params)
+        order = np.argsort(d, kind="stable")[: self.k]
+        return blend([self.lookup_curves[i] for i in same[order]], params, shepard(d[order]))
 
     @cached_property
     def best(self) -> Curve:
@@ -165,8 +184,9 @@ class Table:
             for i in held:
                 same = kept[self.batch[kept] == self.batch[i]]
                 d = _distances(self.x[same], self.x[i], self.nominal, w)
-                predicted[i] = blend([self.lookup_curves[j] for j in same[np.argsort(d, kind="stable")[:k]]],
-                                     self.lookup_curves[i].params).final
+                near = np.argsort(d, kind="stable")[:k]
+                predicted[i] = blend([self.lookup_curves[j] for j in same[near]], self.lookup_curves[i].params,
+                                     shepard(d[near])).final
         by_id: dict = {}
         for c in self.curves:
             by_id.setdefault(c.id, {})[c.seed] = c.final
@@ -193,7 +213,7 @@ def _distances(among: np.ndarray, x: np.ndarray, nominal: np.ndarray, weights: n
 
 def fit(x: np.ndarray, y: np.ndarray, batch: np.ndarray, nominal: np.ndarray, rounds: int = 3) -> tuple[np.ndarray, int]:
     """(per-hyperparameter weights of the distance, k) that maximise the leave-one-out Spearman
-    correlation of the mean final loss of each run's k nearest others of its batch with its own
+    correlation of the weighted mean final loss of each run's k nearest others of its batch with its own
     (a coordinate search over WEIGHTS for each k of NEIGHBOURS). The final loss stands in for
     the whole curve: it is what the benchmark ranks."""
     diff = np.abs(x[:, None, :] - x[None, :, :])
@@ -206,9 +226,10 @@ def fit(x: np.ndarray, y: np.ndarray, batch: np.ndarray, nominal: np.ndarray, ro
     room = int(min(np.isfinite(apart).sum(axis=1)))  # neighbours every run has
 
     def score(w, k):
-        d = (sq * w).sum(axis=2) + apart
+        d = np.sqrt((sq * w).sum(axis=2)) + apart
         nearest = np.argsort(d, axis=1, kind="stable")[:, :k]
-        return float(spearmanr(yy[nearest].mean(axis=1), yy).statistic)
+        weights = shepard(np.take_along_axis(d, nearest, axis=1))
+        return float(spearmanr((yy[nearest] * weights).sum(axis=1), yy).statistic)
 
     best = (-2.0, np.ones(x.shape[1]), 1)
     for k in [k for k in NEIGHBOURS if k <= max(1, room)]:
