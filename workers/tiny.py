@@ -126,8 +126,11 @@ def pretrain(model, tokenizer, texts: list[str], steps: int, seq_len: int = 128,
 
 
 def build_assets(root: str | Path, pretrain_steps: int = 300, hidden: int = 64, layers: int = 2,
-                 vocab_size: int = 1024) -> tuple[Path, Path]:
-    """(model dir, dataset file) under root, built once and reused afterwards."""
+                 vocab_size: int = 1024, texts: tuple[list, list] | None = None,
+                 texts_id: str | None = None) -> tuple[Path, Path]:
+    """(model dir, dataset file) under root, built once and reused afterwards; from `texts`
+    ((prose, pairs) as stdlib_texts gives them, named texts_id) instead of this process's
+    standard library where given (bench/search_efficiency/corpus.py)."""
     import torch
     from transformers.utils import logging
 
@@ -136,11 +139,11 @@ def build_assets(root: str | Path, pretrain_steps: int = 300, hidden: int = 64, 
     model_dir, dataset = root / "model", root / "docstrings.jsonl"
     stamp = root / "built.json"
     wanted = {"version": BUILD_VERSION, "pretrain_steps": pretrain_steps, "hidden": hidden,
-              "layers": layers, "vocab_size": vocab_size}
+              "layers": layers, "vocab_size": vocab_size, **({"texts": texts_id} if texts_id else {})}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return model_dir, dataset
     torch.manual_seed(0)
-    prose, pairs = stdlib_texts()
+    prose, pairs = texts or stdlib_texts()
     tokenizer = train_tokenizer(prose + [p["prompt"] + p["completion"] for p in pairs], vocab_size)
     model = build_model(tokenizer, hidden, layers)
     pretrain(model, tokenizer, prose, pretrain_steps)

@@ -23,6 +23,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.search_efficiency import corpus
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 MODULEDOCS_VERSION = 3
@@ -39,6 +41,8 @@ class Problem:
     description: str
     hidden_size: int = 0
     """The model's width, as `tunefleet study create` reads it from the config (set by build)."""
+    corpus: str = ""
+    """The digest of the pinned text it was built from (bench/search_efficiency/corpus.py)."""
 
 
 PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
@@ -52,21 +56,23 @@ def build(name: str, cache: Path = CACHE) -> Problem:
     if name == "docstrings-lora":
         from workers.tiny import build_assets
 
-        model_dir, dataset = build_assets(cache / name, pretrain_steps=300)
+        text = corpus.load()
+        model_dir, dataset = build_assets(cache / name, pretrain_steps=300, texts=(text["prose"], text["pairs"]),
+                                          texts_id=corpus.digest())
         return Problem(name, "lora", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "Llama hidden 64, 2 layers, 4 heads; LoRA; prompt/completion "
-                       "(function signature -> first docstring paragraph)", _hidden_size(model_dir))
+                       "(function signature -> first docstring paragraph)", _hidden_size(model_dir), corpus.digest())
     if name == "moduledocs-full":
         model_dir, dataset = _build_moduledocs(cache / name)
         return Problem(name, "full", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "GPT-2 hidden 96, 3 layers, 4 heads; full fine-tuning; plain text "
-                       "(120-240-char chunks of held-apart module/class docstrings)", _hidden_size(model_dir))
+                       "(120-240-char chunks of held-apart module/class docstrings)", _hidden_size(model_dir), corpus.digest())
     if name == "stdlib-chat-qlora":
         model_dir, dataset = _build_chat(cache / name)
         return Problem(name, "qlora", str(model_dir), str(dataset), _count_lines(dataset), _n_params(model_dir),
                        "Qwen2 hidden 64, 2 layers, 4 heads (2 kv); QLoRA (4-bit NF4); chat messages "
                        "(user asks what a stdlib function, class or method does; assistant answers with its "
-                       "docstring's first paragraph)", _hidden_size(model_dir))
+                       "docstring's first paragraph)", _hidden_size(model_dir), corpus.digest())
     raise ValueError(f"unknown problem '{name}' (choose from {', '.join(PROBLEMS)})")
 
 
@@ -136,6 +142,7 @@ def _build_moduledocs(root: Path, pretrain_steps: int = 300, hidden: int = 96, l
     stamp = root / "built.json"
     wanted = {"version": MODULEDOCS_VERSION, "pretrain_steps": pretrain_steps, "hidden": hidden,
               "layers": layers, "heads": heads, "vocab_size": vocab_size, "held_apart": HELD_APART_SHARE,
+              "corpus": corpus.digest(),
               "chunk_chars": list(CHUNK_CHARS)}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return model_dir, dataset
@@ -143,12 +150,12 @@ def _build_moduledocs(root: Path, pretrain_steps: int = 300, hidden: int = 96, l
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging
 
-    from workers.tiny import pretrain, save_assets, stdlib_texts, train_tokenizer
+    from workers.tiny import pretrain, save_assets, train_tokenizer
 
     logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    prose, pairs = stdlib_texts()
+    prose, pairs = corpus.load()["prose"], corpus.load()["pairs"]
     seen, held = split_prose(prose)
     pretrain_texts = seen + [p["prompt"] + p["completion"] for p in pairs]
     tokenizer = train_tokenizer(pretrain_texts, vocab_size)
@@ -201,53 +208,24 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def stdlib_questions() -> list[dict]:
-    """One chat per documented stdlib function, class and method: the user asks what it does,
-    the assistant answers with the first paragraph of its docstring."""
-    import inspect
-    import warnings
-
-    from workers.tiny import stdlib_members
-
-    chats = []
-
-    def add(qualname: str, obj) -> None:
-        doc = inspect.getdoc(obj)
-        if doc:
-            chats.append({"messages": [{"role": "user", "content": f"What does {qualname} do?"},
-                                       {"role": "assistant", "content": doc.split("\n\n")[0]}]})
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, _, obj_name, obj in stdlib_members():
-            if obj_name is not None and (inspect.isfunction(obj) or inspect.isclass(obj)):
-                add(f"{name}.{obj_name}", obj)
-            if obj_name is not None and inspect.isclass(obj):
-                for method_name, method in sorted(vars(obj).items()):
-                    if not method_name.startswith("_") and inspect.isfunction(method):
-                        add(f"{name}.{obj_name}.{method_name}", method)
-    return chats
-
-
 def _build_chat(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers: int = 2,
                 vocab_size: int = 1024) -> tuple[Path, Path]:
     model_dir, dataset = root / "model", root / "chat.jsonl"
     stamp = root / "built.json"
     wanted = {"version": CHAT_VERSION, "pretrain_steps": pretrain_steps, "hidden": hidden, "layers": layers,
-              "vocab_size": vocab_size}
+              "vocab_size": vocab_size, "corpus": corpus.digest()}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return model_dir, dataset
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.utils import logging
 
-    from workers.tiny import pretrain, save_assets, stdlib_texts, train_tokenizer
+    from workers.tiny import pretrain, save_assets, train_tokenizer
 
     logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    prose, _ = stdlib_texts()
-    chats = stdlib_questions()
+    prose, chats = corpus.load()["prose"], corpus.load()["chats"]
     tokenizer = train_tokenizer(prose + [m["content"] for c in chats for m in c["messages"]], vocab_size)
     tokenizer.chat_template = CHAT_TEMPLATE
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,

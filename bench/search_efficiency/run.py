@@ -152,7 +152,9 @@ def main(argv=None) -> int:
     opts = Options(default_sampler=args.default_sampler, default_pruner=args.default_pruner)
     tcs = {name: TrialConfig(epochs=problems_mod.EPOCHS[name] * args.epochs_scale, seq_len=args.seq_len,
                              max_eval_examples=args.max_eval_examples) for name in args.problems}
-    config = {"preset": args.preset, "seeds": args.seeds, "budget_full_trials": args.budget,
+    from bench.search_efficiency import corpus
+
+    config = {"preset": args.preset, "seeds": args.seeds, "budget_full_trials": args.budget, "corpus": corpus.digest(),
               "trials": {name: dataclasses.asdict(tc) for name, tc in tcs.items()},
               "options": dataclasses.asdict(opts), "problems": args.problems, "methods": args.methods}
     run_file = args.results / "run.json"
