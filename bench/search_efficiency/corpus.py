@@ -49,12 +49,36 @@ def stdlib_questions() -> list[dict]:
     return chats
 
 
+def stdlib_methods() -> list[dict]:
+    """{method: `module.Class.name(signature)`, summary: its docstring's first paragraph} for every
+    documented public method of a stdlib class."""
+    from workers.tiny import _signature, stdlib_members
+
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, _, obj_name, obj in stdlib_members():
+            if obj_name is None or not inspect.isclass(obj):
+                continue
+            for method_name, method in sorted(vars(obj).items()):
+                doc = inspect.getdoc(method) if inspect.isfunction(method) else None
+                if method_name.startswith("_") or not doc:
+                    continue
+                try:
+                    signature = f"{name}.{obj_name}.{method_name}{_signature(method)}"
+                except (TypeError, ValueError):
+                    continue
+                rows.append({"method": signature, "summary": doc.split("\n\n")[0]})
+    return rows
+
+
 def write(path: Path = PATH) -> str:
     """Reads the texts from this interpreter's standard library and stores them; their digest."""
     from workers.tiny import stdlib_texts
 
     prose, pairs = stdlib_texts()
-    body = json.dumps({"prose": prose, "pairs": pairs, "chats": stdlib_questions()}, sort_keys=True)
+    body = json.dumps({"prose": prose, "pairs": pairs, "chats": stdlib_questions(), "methods": stdlib_methods()},
+                      sort_keys=True)
     with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as f:
         f.write(body.encode())
     load.cache_clear()
@@ -63,7 +87,8 @@ def write(path: Path = PATH) -> str:
 
 @cache
 def load(path: Path = PATH) -> dict:
-    """{prose: module and class docstrings, pairs: function {prompt, completion}, chats: {messages}}."""
+    """{prose: module and class docstrings, pairs: function {prompt, completion}, chats: {messages},
+    methods: class methods' {method, summary}}."""
     with gzip.open(path, "rt") as f:
         return json.load(f)
 
