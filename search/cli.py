@@ -145,7 +145,7 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
                  max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, keep_best, resume, storage_url,
                  as_json):
-    """Validate the inputs, store the study spec and queue the seeds' starting configs."""
+    """Validate the inputs, store the study spec and queue the prior's mode first."""
     from search.study import create
     from workers.inputs import spec_from_inputs
     from spaces.overrides import read_space_file

@@ -9,29 +9,16 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from search import prior
 from search.tpe import ConfigurationTPESampler
 from spaces.param import Param
 from storage import optuna_compat as compat
 
 
 def _width(param: Param, batch=None) -> tuple[float, float, float]:
-    """(low, high, centre) on the axis the prior lives on (log for a log range); the centre
-    at this effective batch where it moves with the batch (the learning rate)."""
-    f = math.log if param.log else float
-    return f(param.low), f(param.high), f(param.centre_for(batch))
-
-
-def _sigma(param: Param, low: float, high: float) -> float:
-    # confidence 1 -> 5% of the range; confidence 0 -> 55% (close to flat).
-    return (high - low) * (0.05 + 0.5 * (1 - param.confidence))
-
-
-def _choice_probabilities(param: Param, choices) -> np.ndarray:
-    k = len(choices)
-    p = np.full(k, (1 - param.confidence) / k)
-    if param.centre in choices:
-        p[list(choices).index(param.centre)] += param.confidence
-    return p / p.sum()
+    """(low, high, centre) on the axis the prior lives on, the centre at this effective batch."""
+    low, high = prior.bounds(param)
+    return low, high, prior.axis(param, param.centre_for(batch))
 
 
 class PriorGuidedSampler(ConfigurationTPESampler):
@@ -62,11 +49,11 @@ class PriorGuidedSampler(ConfigurationTPESampler):
 
     def _draw_from_prior(self, param: Param, distribution, batch=None):
         if isinstance(distribution, CategoricalDistribution):
-            p = _choice_probabilities(param, distribution.choices)
+            p = prior.choice_probabilities(param, distribution.choices)
             return distribution.choices[self._prior_rng.choice(len(p), p=p)]
         assert isinstance(distribution, FloatDistribution)
         low, high, centre = _width(param, batch)
-        x = float(np.clip(self._prior_rng.normal(centre, _sigma(param, low, high)), low, high))
+        x = float(np.clip(self._prior_rng.normal(centre, prior.sigma(param)), low, high))
         return math.exp(x) if param.log else x
 
     def before_sample(self, study, search_space) -> None:
@@ -92,11 +79,11 @@ class PriorGuidedSampler(ConfigurationTPESampler):
             if param is None or distribution is None or distribution.single():
                 continue
             if isinstance(distribution, CategoricalDistribution):
-                p = _choice_probabilities(param, distribution.choices)
+                p = prior.choice_probabilities(param, distribution.choices)
                 total = total + np.log(p[values.astype(int)])
             else:
                 low, high, _ = _width(param)
                 centre = np.array([_width(param, b)[2] for b in batch]) if param.batch_exponent else _width(param)[2]
                 x = np.log(values) if param.log else values
-                total = total - 0.5 * ((x - centre) / _sigma(param, low, high)) ** 2
+                total = total - 0.5 * ((x - centre) / prior.sigma(param)) ** 2
         return total

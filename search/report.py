@@ -8,7 +8,7 @@ from collections import Counter
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, attrs, budget, progress
+from search import asha, attrs, budget, progress, trajectory
 from search.views import describe_prune
 from search.spec import StudySpec
 from search.study import space_of
@@ -47,6 +47,7 @@ def status(study: optuna.Study, spec: StudySpec) -> dict:
         "best": {"number": best.number, "value": best.value, "params": best.params} if best else None,
         "running": running, "pruned": pruned,
         "stopped": (study.user_attrs.get(attrs.STOP) or {}).get("reason"),
+        "progress": trajectory.summary(trials, spec),
     }
 
 

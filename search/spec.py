@@ -13,7 +13,7 @@ from spaces.dataset import FIELDS
 from spaces.methods import METHODS
 from spaces.space import build_space
 
-SAMPLERS = ("prior", "tpe", "random", "gp")
+SAMPLERS = ("prior", "pibo", "tpe", "random", "gp")
 PRUNERS = ("asha", "median", "hyperband", "none")
 TRAIN_ON = ("assistant", "all")
 
@@ -99,7 +99,7 @@ class StudySpec:
     space_overrides: dict = field(default_factory=dict)
     """Per hyperparameter: low/high, choices, value (fixed), centre, confidence (from --space FILE.yaml)."""
     queue_starting_configs: bool = True
-    """Queue the seed documents' starting configs as the first trials."""
+    """Queue the prior's mode (each hyperparameter at its centre) as the first trial."""
     retry_diverged: bool = True
     """After a divergence, queue the same params once more at half the learning rate (002's adjustment)."""
     n_trials: int = 20
@@ -125,7 +125,9 @@ class StudySpec:
     max_micro_batch: int = 8
     """Largest per-device micro-batch; the effective batch is reached by accumulation."""
     sampler: str = "prior"
-    """prior (the documents' priors, then TPE with their weight decaying), tpe, random or gp."""
+    """prior (PriorBand: the prior, the incumbent's neighbourhood and uniform draws mixed by the
+    evidence, search/priorband.py), pibo (TPE steered by the prior with a weight decaying as
+    evidence grows, search/prior_sampler.py), tpe, random or gp."""
     pruner: str = "asha"
     """asha (asynchronous successive halving: trials pause at rungs and the best are promoted,
     continuing from their checkpoint), median, hyperband or none (the detectors run regardless)."""

@@ -9,7 +9,7 @@ import optuna
 from search import attrs, progress
 from search.spec import StudySpec
 from spaces.errors import InputError
-from spaces.space import build_space, starting_configs
+from spaces.space import build_space
 
 
 def space_of(spec: StudySpec):
@@ -17,9 +17,18 @@ def space_of(spec: StudySpec):
                        spec.epochs or None)
 
 
+# The first trial's source: the prior's mode, run in full (search/asha.py deals it to the bracket
+# that runs in full), so the best guess is known early and PriorBand's evidence starts from it.
+STARTING_CONFIG = "the prior's mode (starting config)"
+
+
 def build_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The spec's sampler. Workers pass no seed: sharing one, they would propose the same points."""
     if spec.sampler == "prior":
+        from search.priorband import PriorBandSampler
+
+        return PriorBandSampler(space_of(spec), spec, seed=seed)
+    if spec.sampler == "pibo":
         from search.prior_sampler import PriorGuidedSampler
 
         return PriorGuidedSampler(space_of(spec), seed=seed)
@@ -48,7 +57,7 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.Study:
-    """A new study holding the spec, with the seeds' starting configs queued first.
+    """A new study holding the spec, with the prior's mode queued first.
 
     With resume, an existing study is reopened as it is (its stored spec wins)
     and only its trial budget is raised to the spec's n_trials.
@@ -69,10 +78,10 @@ def create(storage, name: str, spec: StudySpec, resume: bool = False) -> optuna.
     )
     study.set_user_attr(attrs.SPEC, spec.to_dict())
     study.set_user_attr(attrs.CREATED, time.time())
-    configs = (starting_configs(spec.method, space_of(spec), spec.hidden_size, spec.space_overrides)
-               if spec.queue_starting_configs else [])
-    for config in configs[: spec.n_trials]:
-        study.enqueue_trial(config, user_attrs={attrs.SOURCE: "seed starting config"})
+    if spec.queue_starting_configs and spec.n_trials:
+        from search.prior import Prior
+
+        study.enqueue_trial(Prior(space_of(spec)).mode(), user_attrs={attrs.SOURCE: STARTING_CONFIG})
     return study
 
 

@@ -24,8 +24,9 @@ def describe_prune(reason: dict) -> str:
 
 def created(name: str, spec, queued: int) -> str:
     size = f"{spec.max_steps} steps" if spec.max_steps else f"{spec.epochs:g} epochs"
+    first = "the prior's mode queued as the first trial" if queued else "nothing queued"
     return (f"study '{name}': {spec.method} on {spec.n_examples} examples, {spec.n_trials} configurations of "
-            f"{size}, pruner {spec.pruner}; {queued} starting config(s) queued.\n"
+            f"{size}, sampler {spec.sampler}, pruner {spec.pruner}; {first}.\n"
             f"start workers with: tunefleet worker {name}")
 
 
@@ -38,6 +39,7 @@ def status(report: dict) -> str:
              f"{report['n_trials']} configurations: {counts or 'no trials'}"
              + (f" ({report['paused']} of the pruned paused at a rung)" if report["paused"] else ""),
              f"compute: {compute['tokens']:,}{limit} training tokens, {compute['seconds']:.1f} s in training"]
+    lines += progress(report["progress"])
     if report["stopped"]:
         lines.append(f"stopped: {report['stopped']}")
     if report["best"]:
@@ -48,6 +50,21 @@ def status(report: dict) -> str:
               f"step {r['last_step']}, eval loss {_short(r['last_value'])}" for r in report["running"]]
     lines += [f"pruned: trial {p['number']} {describe_prune(p)}" for p in report["pruned"]]
     return "\n".join(lines)
+
+
+def progress(summary: dict) -> list[str]:
+    """The search's progress: its configurations, the budget left, the best loss against tokens."""
+    c, left = summary["configurations"], summary["left"]
+    lines = ["configurations: " + ", ".join(f"{n} {k}" for k, n in c.items() if n)
+             + f"; {left['configurations']} more may start"]
+    if "tokens" in left:
+        lines.append(f"budget left: {left['tokens']:,} training tokens ({left['share']:.0%})")
+    curve = summary["best_by_tokens"]
+    if curve:
+        shown = curve if len(curve) <= 6 else curve[:1] + curve[-5:]
+        lines.append("best eval loss by tokens spent: "
+                     + " -> ".join(f"{loss:.4f} at {tokens:,}" for tokens, loss in shown))
+    return lines
 
 
 def trials(rows: list[dict]) -> str:

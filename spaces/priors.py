@@ -97,6 +97,8 @@ OVERFITTING = {"ratio": 1.5, "gap": 0.1}
 # 000, "Recommended Starting Configurations", plus its FineTuningConfig defaults
 # for what the quick reference leaves out (LoRA rank, alpha, dropout). Prefix
 # tuning has no quick reference: its table starting point and the same defaults.
+# The learning-rate finder trains these; a study's first trial is the prior's mode
+# instead (search/study.py), which ranks higher on the replay's tables (bench/README.md).
 _LORA_DEFAULTS = {"lora_r": 16, "lora_alpha_ratio": 2, "lora_dropout": 0.05}
 STARTING_CONFIGS = {
     "qlora": [{

@@ -61,6 +61,14 @@ def test_dashboard_lists_the_study_and_each_trial_has_its_note(tiny, tmp_path):
         # The study's note says which trial was exported, and where.
         note = detail["note"]["body"]
         assert "Exported trials" in note and str(tmp_path / "best") in note, note
+        # ...and the search's progress, its plot redrawn in place as trials ended (one artifact).
+        assert "## Search progress" in note and "configurations: 2 complete; 0 more may start" in note, note
+        assert "best eval loss by tokens spent: " in note, note
+        (plot,) = [a for a in detail["artifacts"] if a["filename"] == "search-progress.png"]
+        assert f"(/artifacts/{summary['study_id']}/{plot['artifact_id']})" in note
+        status, png = _get(f"http://127.0.0.1:{port}/artifacts/{summary['study_id']}/{plot['artifact_id']}",
+                           time.time() + 10)
+        assert status == 200 and png.startswith(b"\x89PNG")
         for trial in trials:
             note = trial["note"]["body"]
             assert note.startswith(f"## Trial {trial['number']}: ") and "eval loss by step: 2:" in note

@@ -12,7 +12,7 @@ from conftest import start_tunefleet, tunefleet
 
 from search import asha, attrs, budget
 from search.spec import StudySpec
-from search.study import space_of
+from search.study import STARTING_CONFIG, space_of
 from storage import open_storage
 
 N_TRIALS = 6
@@ -27,7 +27,7 @@ def _run_study(tiny, storage_args, cwd):
                         "--n-trials", N_TRIALS, "--epochs", 0.3, "--seq-len", 64,
                         *storage_args, cwd=cwd)
     assert created.returncode == 0, created.stderr
-    assert "1 starting config(s) queued" in created.stdout
+    assert "the prior's mode queued as the first trial" in created.stdout
     workers = [start_tunefleet("worker", "e2e", "--threads", 1, *storage_args, cwd=cwd) for _ in range(2)]
     logs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
@@ -41,9 +41,10 @@ def _check_study(url, tiny, cwd):
     states = [t.state for t in trials]
     assert budget.configurations(trials) == N_TRIALS, "the budget is exact across workers"
     assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}, states
-    # The seed's starting config was queued first and trained first.
-    assert trials[0].user_attrs[attrs.SOURCE] == "seed starting config"
-    assert trials[0].params["learning_rate"] == pytest.approx(2e-4 * 1024 / 64)  # width-corrected for the tiny model
+    # The prior's mode was queued first and trained first.
+    assert trials[0].user_attrs[attrs.SOURCE] == STARTING_CONFIG
+    space = space_of(StudySpec.from_dict(study.user_attrs[attrs.SPEC]))
+    assert trials[0].params == {k: p.centre for k, p in space.items()}
     spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
     assert spec.epochs == 0.3 and spec.pruner == "asha"
     for t in trials:

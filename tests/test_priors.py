@@ -159,6 +159,15 @@ def test_a_centre_the_user_sets_is_what_the_starting_config_uses():
     assert config["learning_rate"] == pytest.approx(1e-3 * 2 ** 0.5) and config["lora_r"] == 8 and config["weight_decay"] == 0.01
 
 
+def test_a_centre_the_user_sets_is_what_the_first_trial_uses():
+    from search.prior import Prior
+
+    overrides = {"learning_rate": {"centre": 1e-3}, "lora_r": 8, "weight_decay": {"low": 0.02, "high": 0.05}}
+    config = Prior(build_space("lora", 7e9, 500, overrides)).mode()
+    # The user's centre, at the space's batch centre; a centre outside the user's range moves to its edge.
+    assert config["learning_rate"] == 1e-3 and config["lora_r"] == 8 and config["weight_decay"] == 0.02
+
+
 # Published learning-rate sweeps and recipes on real open LLMs (docs/priors.md, "Published
 # learning rates"): (method, parameters, effective batch, the best or used learning rate).
 PUBLISHED = [

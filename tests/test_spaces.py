@@ -16,6 +16,7 @@ from spaces import export, priors
 from spaces.dataset import read_dataset
 from spaces.errors import InputError
 from spaces.methods import METHODS
+from search.prior import Prior
 from spaces.space import batch_choices, build_space, starting_configs, suggest
 from storage.urls import normalise, redact, scrub
 
@@ -35,6 +36,14 @@ def test_starting_configs_lie_in_the_space(method, n):
     for config in configs:
         assert set(config) == set(space)
         assert all(space[k].contains(v) for k, v in config.items())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_prior_mode_is_every_centre(method):
+    space = build_space(method, 7e9, 5_000)
+    config = Prior(space).mode()
+    assert all(space[k].contains(v) for k, v in config.items())
+    assert config == {k: p.centre for k, p in space.items()}  # the learning rate's centre is at the batch centre
 
 
 def test_qlora_starting_config_is_the_seed_quick_reference():

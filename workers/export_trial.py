@@ -26,7 +26,6 @@ from spaces import export
 from spaces.errors import InputError
 from spaces.methods import method as method_of
 
-EXPORTS = "tunefleet.exports"  # study user attr: [{"trial", "out", "at", "merged"}], shown in its note
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 MODEL_SKIP = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
               "scaler.pt")
@@ -217,18 +216,13 @@ def export_trial(study: optuna.Study, spec: StudySpec, store, out: Path, number:
     (out / "README.md").write_text(_readme(study, spec, trial, pointer, params, merge))
     record = {"trial": trial.number, "value": pointer["value"], "step": pointer["step"], "out": str(out.absolute()),
               "merged": merge, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _record(study, record)
+    _record(study, spec, record, store)
     return record
 
 
-def _record(study: optuna.Study, record: dict) -> None:
-    """The study keeps a list of its exports, and shows it in optuna-dashboard's study note."""
-    from optuna_dashboard import save_note
+def _record(study: optuna.Study, spec: StudySpec, record: dict, artifact_store) -> None:
+    """The study keeps a list of its exports, shown in optuna-dashboard's study note."""
+    from workers import study_note
 
-    exports = list(study.user_attrs.get(EXPORTS, [])) + [record]
-    study.set_user_attr(EXPORTS, exports)
-    lines = ["## Exported trials", "", "| trial | eval loss | step | directory | merged | when |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {e['trial']} | {e['value']:.4f} | {e['step']} | `{e['out']}` | {'yes' if e['merged'] else 'no'} "
-              f"| {e['at']} |" for e in exports]
-    save_note(study, "\n".join(lines))
+    study.set_user_attr(study_note.EXPORTS, list(study.user_attrs.get(study_note.EXPORTS, [])) + [record])
+    study_note.refresh(study, spec, artifact_store)

@@ -11,10 +11,12 @@ import optuna
 from optuna.trial import TrialState
 
 from search import attrs, budget, leases
+from search.logs import LOG
 from search.study import space_of
 from workers.detectors import DivergenceDetector
 from storage import outage
 from workers.trial_run import Run
+
 
 
 def _note(trial, outcome: str, params: dict, callback) -> None:
@@ -111,7 +113,19 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
     if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
             and retry_at_half_lr(study, trial, params, callback.spec):
         outcome += "; queued again at half the learning rate"
+    if artifact_store is not None:
+        _refresh_study_note(study, callback.spec, artifact_store)
     return outcome
+
+
+def _refresh_study_note(study, spec, artifact_store) -> None:
+    """The study's progress in its note; a note is for people to read, and never costs a trial."""
+    from workers import study_note
+
+    try:
+        study_note.refresh(study, spec, artifact_store)
+    except Exception as e:  # noqa: BLE001
+        LOG.warning("the study's note was not refreshed: %s", f"{type(e).__name__}: {e}".splitlines()[0])
 
 
 def rank_failed(study, trial, error: Exception, artifact_store, spec, out_of_memory_at: int | None = None) -> str:

@@ -95,8 +95,9 @@ def study_options(method: str, problem, tc, table) -> dict:
     raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
 
 
-def open_search(method: str, problem, tc, table, seed: int, budget: int):
-    """The search of `method` over `budget` tokens, on a fresh in-memory Optuna storage."""
+def open_search(method: str, problem, tc, table, seed: int, budget: int, options: dict | None = None):
+    """The search of `method` over `budget` tokens, on a fresh in-memory Optuna storage; `options`
+    (StudySpec fields) change tunefleet's own methods, not the baselines."""
     import optuna
 
     if method == "neps-priorband":
@@ -108,7 +109,8 @@ def open_search(method: str, problem, tc, table, seed: int, budget: int):
     storage = optuna.storages.InMemoryStorage()
     # Leases are in wall seconds, which a simulated fleet does not live in: none runs out here.
     spec = base_spec(problem, tc, n_trials=100_000, max_tokens=budget, lease_seconds=1e9,
-                     **study_options(method, problem, tc, table))
+                     **{**study_options(method, problem, tc, table),
+                        **(options if method == "tunefleet" or method.startswith("tunefleet-") else {})})
     name = f"{problem.name}-{method}-{seed}"
     create(storage, name, spec)
     study, spec = load(storage, name, seed=seed)

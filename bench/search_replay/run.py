@@ -52,7 +52,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reuse", type=Path, help="an earlier output directory: its searches of methods not run now "
                    "(the same problems, seeds, workers and budget) join the report, e.g. the baselines while the "
                    "default changes")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                   help="a StudySpec field for tunefleet's own methods (the default and its variants), e.g. "
+                   "--option 'sampler=\"pibo\"': an idea tried against the baselines of --reuse")
     args = p.parse_args(argv)
+    try:
+        args.options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.option)}
+    except json.JSONDecodeError as e:
+        p.error(f"--option takes KEY=JSON: {e}")
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -111,7 +118,8 @@ def _init() -> None:
     logging.getLogger("tunefleet").setLevel(logging.WARNING)
 
 
-def search_job(name: str, method: str, seed: int, budget_full: float, workers: int, tables: Path) -> dict:
+def search_job(name: str, method: str, seed: int, budget_full: float, workers: int, tables: Path,
+               options: dict) -> dict:
     from bench.search_replay.fleet import replay
     from bench.search_replay.methods import open_search
 
@@ -119,7 +127,7 @@ def search_job(name: str, method: str, seed: int, budget_full: float, workers: i
     problem, tc, table, full = load(name, tables)
     budget = round(budget_full * full)
     started = time.process_time()
-    history = replay(open_search(method, problem, tc, table, seed, budget), workers)
+    history = replay(open_search(method, problem, tc, table, seed, budget, options), workers)
     return {"problem": name, "method": method, "seed": seed, "budget": budget, "full_trial_tokens": full,
             "incumbent": history.incumbent(), "spent": history.spent, "trials": len(history.ended),
             "configurations": len({e.lineage for e in history.ended}),
@@ -152,7 +160,8 @@ def main(argv=None) -> int:
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
         fid = {pool.submit(fidelity_job, n, args.tables): n for n in args.problems}
-        futures = [pool.submit(search_job, n, m, s, args.budget, args.workers, args.tables) for n, m, s in jobs]
+        futures = [pool.submit(search_job, n, m, s, args.budget, args.workers, args.tables, args.options)
+                   for n, m, s in jobs]
         for i, future in enumerate(cf.as_completed(futures), start=1):
             results.append(future.result())
             if i % max(1, len(jobs) // 20) == 0 or i == len(jobs):
@@ -164,7 +173,7 @@ def main(argv=None) -> int:
     (args.out / "searches.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
     methods = list(dict.fromkeys(args.methods + [r["method"] for r in results]))
     config = {"preset": args.preset, "seeds": args.seeds, "workers": args.workers, "budget_full_trials": args.budget,
-              "problems": args.problems, "methods": methods, "default": DEFAULT, "baseline": BASELINE,
+              "problems": args.problems, "methods": methods, "options": args.options, "default": DEFAULT, "baseline": BASELINE,
               "wall_s": round(time.time() - started, 1), "machine": _machine()}
     report.write(args.out, config, results, fidelity)
     print(f"done in {time.time() - started:.0f} s: {args.out / 'report.md'}", flush=True)
