@@ -110,7 +110,7 @@ def open_search(method: str, problem, tc, table, seed: int, budget: int, options
     # Leases are in wall seconds, which a simulated fleet does not live in: none runs out here.
     spec = base_spec(problem, tc, n_trials=100_000, max_tokens=budget, lease_seconds=1e9,
                      **{**study_options(method, problem, tc, table),
-                        **(options if method == "tunefleet" or method.startswith("tunefleet-") else {})})
+                        **(options or {} if method.startswith("tunefleet") else {})})
     name = f"{problem.name}-{method}-{seed}"
     create(storage, name, spec)
     study, spec = load(storage, name, seed=seed)
