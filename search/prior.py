@@ -23,7 +23,8 @@ def axis(param: Param, value: float) -> float:
 
 
 def unaxis(param: Param, x: float) -> float:
-    return math.exp(x) if param.log else x
+    """Back from the axis, inside the range (exp(log(high)) may round above high)."""
+    return min(max(math.exp(x) if param.log else x, param.low), param.high)
 
 
 def bounds(param: Param) -> tuple[float, float]:

@@ -79,6 +79,12 @@ def prior_fit(prior: Prior, ev: Evidence) -> float:
     return float(1 / (1 + math.exp(min(s_inc - s_prior, 700))))
 
 
+def _inside(distribution, value) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
+
+
 class PriorBandSampler(optuna.samplers.BaseSampler):
     """Draws each new configuration's whole params at once, by PriorBand's shares (module
     docstring). Enqueued trials (the prior's mode, promotions, retries) keep their params."""
@@ -115,7 +121,7 @@ class PriorBandSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         value = self._drawn.get(trial.number, {}).get(param_name)
-        if value is None or not param_distribution._contains(param_distribution.to_internal_repr(value)):
+        if value is None or not _inside(param_distribution, value):  # a param outside the space
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         return value
 

@@ -81,6 +81,14 @@ def _check_study(url, tiny, cwd):
     assert doc["compute"]["tokens"] == sum(t.user_attrs[attrs.COST]["tokens"] for t in trials)
     text = tunefleet("status", "e2e", *(["--storage", url] if url else []), cwd=cwd)
     assert f"compute: {doc['compute']['tokens']:,} training tokens" in text.stdout
+    # The search's progress: configurations by what they do, and the best loss against the tokens spent.
+    progress = doc["progress"]
+    assert sum(progress["configurations"].values()) == N_TRIALS and progress["configurations"]["running"] == 0
+    assert progress["configurations"]["complete"] == len({asha.lineage(t) for t in complete})
+    curve = progress["best_by_tokens"]
+    assert curve[-1][1] == report["value"] and curve[-1][0] <= doc["compute"]["tokens"]
+    assert all(a[0] <= b[0] and a[1] > b[1] for a, b in zip(curve, curve[1:])), "tokens grow, the best falls"
+    assert f"best eval loss by tokens spent: " in text.stdout and "0 more may start" in text.stdout
 
     listed = json.loads(tunefleet("trials", "e2e", "--json", "--storage", url, cwd=cwd).stdout)
     assert [r["number"] for r in listed] == [t.number for t in trials]
