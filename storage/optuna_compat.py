@@ -65,6 +65,11 @@ def cached_trials(study: optuna.Study, states) -> list:
     return study._get_trials(deepcopy=False, states=states, use_cache=True)
 
 
+def study_id(study: optuna.Study) -> int:
+    """The study's id in its storage (optuna-dashboard's URLs name studies by it)."""
+    return study._study_id
+
+
 def forget_cached_trials(study: optuna.Study) -> None:
     """As `ask()` does before it samples: the next read sees the latest history."""
     study._thread_local.cached_all_trials = None

@@ -122,7 +122,7 @@ def _optimise(prior_centre: float, seed: int, n: int = 60) -> float:
         final = (math.log10(x) + 1) ** 2 + (y - 0.8) ** 2
         for key, extra in ((100, 0.5), (300, 0.2), (900, 0.0)):
             trial.report(final + extra, key)
-            if study.pruner.prune(study, study._storage.get_trial(trial._trial_id)):
+            if trial.should_prune():
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 break
         else:
@@ -140,8 +140,9 @@ def test_a_bad_prior_is_recovered_from_in_seconds():
 def test_workers_asking_at_once_get_different_configurations():
     spec = _spec()
     space = {"y": SPACE["y"], "c": SPACE["c"]}
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
-    workers = [optuna.load_study(study_name=study.study_name, storage=study._storage,
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    workers = [optuna.load_study(study_name=study.study_name, storage=storage,
                                  sampler=PriorBandSampler(space, spec)) for _ in range(4)]
     trials = [w.ask() for w in workers]
     ys = [t.suggest_float("y", 0, 1) for t in trials]

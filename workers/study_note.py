@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from search import trajectory
+from storage import optuna_compat as compat
 
 EXPORTS = "tunefleet.exports"  # study user attr: [{"trial", "out", "at", "merged"}], shown in its note
 PLOT = "tunefleet.progress_plot"  # study user attr: the progress plot's artifact id, rewritten in place
@@ -28,7 +29,7 @@ def note(study, summary: dict, plot_id: str | None) -> str:
 
     lines = ["## Search progress", ""] + [f"- {line}" for line in progress(summary)]
     if plot_id:
-        lines += ["", f"![best eval loss against training tokens](/artifacts/{study._study_id}/{plot_id})"]
+        lines += ["", f"![best eval loss against training tokens](/artifacts/{compat.study_id(study)}/{plot_id})"]
     exports = study.user_attrs.get(EXPORTS, [])
     if exports:
         lines += ["", "## Exported trials", "", "| trial | eval loss | step | directory | merged | when |",
