@@ -17,6 +17,9 @@ def quiet_libraries() -> None:
     # On a CPU bitsandbytes pages nothing (the README says so); on a GPU this never shows.
     warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU.*")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated.*")
+    # peft's prefix tuning hands its prefix to the model as past_key_values, which transformers
+    # 5 warns about on every forward (GPT-NeoX): peft's to change, nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated.*")
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -114,7 +114,7 @@ def base_spec(problem, tc: TrialConfig, **options) -> StudySpec:
                      n_examples=problem.n_examples, n_params=problem.n_params, hidden_size=problem.hidden_size,
                      epochs=tc.epochs, evals_per_trial=tc.evals_per_trial, seq_len=tc.seq_len,
                      max_eval_examples=tc.max_eval_examples, max_micro_batch=tc.max_micro_batch,
-                     train_on=tc.train_on, seed=0, **options)
+                     train_on=tc.train_on, columns=problem.columns, seed=0, **options)
 
 
 def lr_prior(problem, tc: TrialConfig) -> Param:

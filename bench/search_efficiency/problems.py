@@ -10,6 +10,12 @@ cached under bench/search_efficiency/.cache/ (rebuilt when the recipe changes):
   pretrained on 60% of the module/class docstrings and the function docstrings,
   fully fine-tuned on plain-text 120-240-character chunks of the other 40% of the
   module/class docstrings, which neither pretraining nor the tokenizer saw.
+- stdlib-chat-qlora: a Qwen2 (hidden 64, 2 layers), QLoRA on chat messages.
+- methods-csv-prefix: a GPT-NeoX (hidden 64, 2 layers, 4 heads), its own tokenizer,
+  pretrained on module/class docstrings, prefix-tuned on a CSV file of its own
+  columns (`method`: a stdlib class method's signature, `summary`: its docstring's
+  first paragraph), read through the study's `columns` mapping: a model family,
+  a method and a data format none of the other problems share.
 
 Each problem also has a "truth" learning rate: the best of a log-spaced sweep
 (every other hyperparameter at the seeds' starting config, one trial of the
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.search_efficiency import corpus
@@ -43,12 +49,17 @@ class Problem:
     """The model's width, as `tunefleet study create` reads it from the config (set by build)."""
     corpus: str = ""
     """The digest of the pinned text it was built from (bench/search_efficiency/corpus.py)."""
+    columns: dict = field(default_factory=dict)
+    """The dataset's columns for tunefleet's fields (`--columns`), where they differ."""
 
 
-PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
+PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora", "methods-csv-prefix")
+# The real benchmark's default set (its recorded results are of these); the replay records them all.
+REAL = PROBLEMS[:3]
 # Passes over the training split in a trial that runs in full: about 700 examples each, so that
 # a search of the full preset fits the 2-core machine's time (the chat data has 2.9k examples).
-EPOCHS = {"docstrings-lora": 1.0, "moduledocs-full": 1.0, "stdlib-chat-qlora": 0.15}
+EPOCHS_CSV = 0.6  # of 1,209 examples: about 700 a full trial, as the others
+EPOCHS = {"docstrings-lora": 1.0, "moduledocs-full": 1.0, "stdlib-chat-qlora": 0.15, "methods-csv-prefix": EPOCHS_CSV}
 
 
 def build(name: str, cache: Path = CACHE) -> Problem:
@@ -73,6 +84,12 @@ def build(name: str, cache: Path = CACHE) -> Problem:
                        "Qwen2 hidden 64, 2 layers, 4 heads (2 kv); QLoRA (4-bit NF4); chat messages "
                        "(user asks what a stdlib function, class or method does; assistant answers with its "
                        "docstring's first paragraph)", _hidden_size(model_dir), corpus.digest())
+    if name == "methods-csv-prefix":
+        model_dir, dataset = _build_methods_csv(cache / name)
+        return Problem(name, "prefix", str(model_dir), str(dataset), _count_rows(dataset), _n_params(model_dir),
+                       "GPT-NeoX hidden 64, 2 layers, 4 heads; prefix tuning; CSV with columns method, summary "
+                       "(a stdlib class method's signature -> its docstring's first paragraph), mapped onto "
+                       "prompt/completion", _hidden_size(model_dir), corpus.digest(), dict(CSV_COLUMNS))
     raise ValueError(f"unknown problem '{name}' (choose from {', '.join(PROBLEMS)})")
 
 
@@ -86,6 +103,13 @@ def _n_params(model_dir) -> int:
     from spaces.model import parameter_count  # as `tunefleet study create` counts them
 
     return parameter_count(model_dir)[0]
+
+
+def _count_rows(path) -> int:
+    import csv
+
+    with open(path, newline="") as f:
+        return sum(1 for _ in csv.DictReader(f))
 
 
 def _count_lines(path) -> int:
@@ -236,3 +260,47 @@ def _build_chat(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers:
     model = Qwen2ForCausalLM(config)
     pretrain(model, tokenizer, prose, pretrain_steps)  # prose only: the chat format is what fine-tuning teaches
     return save_assets(model, tokenizer, chats, model_dir, dataset, stamp, wanted)
+
+
+# ---- methods-csv-prefix --------------------------------------------------------------------
+
+CSV_VERSION = 1
+CSV_COLUMNS = {"prompt": "method", "completion": "summary"}
+
+
+def _build_methods_csv(root: Path, pretrain_steps: int = 300, hidden: int = 64, layers: int = 2,
+                       heads: int = 4, vocab_size: int = 1024) -> tuple[Path, Path]:
+    import csv
+
+    model_dir, dataset = root / "model", root / "methods.csv"
+    stamp = root / "built.json"
+    wanted = {"version": CSV_VERSION, "pretrain_steps": pretrain_steps, "hidden": hidden, "layers": layers,
+              "heads": heads, "vocab_size": vocab_size, "corpus": corpus.digest()}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return model_dir, dataset
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers.utils import logging
+
+    from workers.tiny import pretrain, train_tokenizer
+
+    logging.disable_progress_bar()
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    prose, rows = corpus.load()["prose"], [dict(r) for r in corpus.load()["methods"]]
+    tokenizer = train_tokenizer(prose + [r["method"] + " " + r["summary"] for r in rows], vocab_size)
+    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                           num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=512,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+    model = GPTNeoXForCausalLM(config)
+    pretrain(model, tokenizer, prose, pretrain_steps)  # prose only: the signature -> summary task is fine-tuning's
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    random.Random(0).shuffle(rows)
+    with dataset.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["method", "summary"])
+        writer.writeheader()
+        writer.writerows(rows)
+    stamp.write_text(json.dumps(wanted))
+    return model_dir, dataset

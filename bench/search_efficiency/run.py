@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs-scale", type=float, help="multiplies each problem's epochs per trial")
     p.add_argument("--seq-len", type=int, default=TrialConfig.seq_len)
     p.add_argument("--max-eval-examples", type=int, default=TrialConfig.max_eval_examples)
-    p.add_argument("--problems", default=",".join(problems_mod.PROBLEMS), help="comma-separated")
+    p.add_argument("--problems", default=",".join(problems_mod.REAL), help="comma-separated")
     p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
     p.add_argument("--default-sampler", default=Options.default_sampler, help="sampler of (a) and (a')")
     p.add_argument("--default-pruner", default=Options.default_pruner, help="pruner of (a) and (a')")
