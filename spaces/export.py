@@ -10,6 +10,17 @@ from typing import Any
 
 from spaces.methods import method as method_of
 
+# warmup_stable_decay: the rate held after warmup and decayed over the run's last WSD_COOLDOWN as
+# 1 - sqrt, the cooldown Hägele et al. (NeurIPS 2024) found best; evaluations before it are made
+# on a cooled-down branch of the run (workers/cooldown.py).
+WSD = "warmup_stable_decay"
+WSD_COOLDOWN = 0.2
+
+
+def wsd_kwargs(max_steps: int) -> dict:
+    """transformers' get_wsd_schedule arguments of a run of max_steps."""
+    return {"num_decay_steps": max(1, round(WSD_COOLDOWN * max_steps)), "decay_type": "1-sqrt"}
+
 
 def split_batch(effective: int, max_micro_batch: int) -> tuple[int, int]:
     """(micro-batch, accumulation) whose product is exactly the effective batch."""
@@ -42,6 +53,7 @@ def training_arguments(params: dict, method: str, max_steps: int, eval_steps: in
         "gradient_accumulation_steps": accumulation,
         "max_steps": max_steps,
         "lr_scheduler_type": params["lr_scheduler_type"],
+        **({"lr_scheduler_kwargs": wsd_kwargs(max_steps)} if params["lr_scheduler_type"] == WSD else {}),
         # An explicit step count: no floor that a short run silently ignores.
         "warmup_steps": round(params["warmup_ratio"] * max_steps),
         "weight_decay": params["weight_decay"],

@@ -143,4 +143,9 @@ def build_trainer(spec: StudySpec, params: dict, data: TrialData, model, micro_b
     trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=data.collator, processing_class=data.tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the worker reports per trial, not per step
+    if params["lr_scheduler_type"] == export.WSD:  # evaluations on a cooled-down branch
+        from workers.cooldown import CooldownBranch
+
+        trainer.add_callback(CooldownBranch(trainer, total_steps, kwargs["per_device_train_batch_size"],
+                                            kwargs["gradient_accumulation_steps"], spec.seed))
     return trainer
