@@ -51,7 +51,7 @@ def test_a_two_rank_study_trains_as_one_rank_does(tiny, tmp_path):
     """Each rank takes half of every effective batch: the same examples per optimizer step, so
     the same train losses; eval batches group differently over two ranks, so eval losses differ
     by the Trainer's per-batch averaging (0.4% measured), within 1%."""
-    # Dropout's random masks differ between ranks; the learning rate fixed at the starting config's,
+    # Dropout's random masks differ between ranks; the learning rate fixed,
     # so that the second (sampled) trial cannot diverge and end early.
     no_dropout = {"lora_dropout": {"value": 0.0}, "learning_rate": {"value": 3e-3}}
     one = _create(tiny, tmp_path, "one", space=no_dropout)
@@ -68,7 +68,7 @@ def test_a_two_rank_study_trains_as_one_rank_does(tiny, tmp_path):
         assert batch["micro_batch"] * batch["accumulation"] * 2 == t.params["batch_size"]
         left = _ranks_left(ran.stderr, t.number)
         assert set(left) == {0, 1} and len(set(left.values())) == 1, left
-    alone, together = one.trials[0], trials[0]  # the same starting configuration
+    alone, together = one.trials[0], trials[0]  # the same first configuration (the prior's mode)
     assert alone.params == together.params
     assert together.user_attrs[attrs.COST]["tokens"] == alone.user_attrs[attrs.COST]["tokens"]
     a, b = _series(tmp_path, one, alone), _series(tmp_path, two, together)
@@ -112,7 +112,8 @@ def test_a_killed_rank_ends_the_trial_on_every_rank_and_it_resumes(tiny, tmp_pat
 
 
 def test_out_of_memory_on_the_ranks_resumes_the_trial_at_half_the_micro_batch(tiny, tmp_path):
-    study = _create(tiny, tmp_path, "oom")
+    # Batch 16: 8 a rank, a micro-batch above the injected limit of 4.
+    study = _create(tiny, tmp_path, "oom", space={"batch_size": {"value": 16}})
     ran = tunefleet("worker", "oom", "--gpus-per-trial", 2, "--threads", 1, "--inject-oom-above", 4, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     first, resumed = study.get_trials()
