@@ -95,7 +95,6 @@ class PriorBandSampler(optuna.samplers.BaseSampler):
         self._rng = np.random.default_rng(seed)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._drawn: dict[int, dict] = {}
-        self.last_shares: dict[str, float] = {}
 
     def infer_relative_search_space(self, study, trial):
         return {}
@@ -109,8 +108,8 @@ class PriorBandSampler(optuna.samplers.BaseSampler):
         trials = study.get_trials(deepcopy=False)
         rung = asha.brackets(trials, self._spec).get(trial.number, 0)
         ev = evidence(trials, self._spec)
-        self.last_shares = shares(self._spec.eta, rung, None if ev is None else prior_fit(self._prior, ev))
-        policy = self._rng.choice(list(self.last_shares), p=list(self.last_shares.values()))
+        share = shares(self._spec.eta, rung, None if ev is None else prior_fit(self._prior, ev))
+        policy = self._rng.choice(list(share), p=list(share.values()))
         if policy == "uniform":
             config = uniform(self._space, self._rng)
         elif policy == "prior":
