@@ -157,10 +157,12 @@ def rank_failed(study, trial, error: Exception, artifact_store, spec, out_of_mem
     return f"a rank failed: {message}; queued again to resume from its checkpoint"
 
 
-def fail(study, trial, error: Exception, artifact_store) -> str:
+def fail(study, trial, error: Exception, artifact_store, message: str | None = None) -> str:
+    """Tells the trial FAIL with `message` (by default the error's first line) as its reason,
+    and removes its checkpoints."""
     from workers.checkpoint import discard
 
-    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    message = message or f"{type(error).__name__}: {error}".splitlines()[0]
     try:
         trial.set_user_attr(attrs.ERROR, message)
         study.tell(trial, state=TrialState.FAIL)

@@ -31,6 +31,7 @@ from search.study import load, space_of
 from spaces.space import suggest
 from storage import backend, outage
 from storage import optuna_compat as compat
+from workers import disk
 from workers.quiet import quiet_libraries
 from workers.ranks import GROUP_BROKEN, SOLO, Ranks, from_env
 from workers.trial_outcome import fail, rank_failed, report
@@ -152,7 +153,7 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         return "dropped: its lease ran out and it was queued again elsewhere", False
     except Exception as e:
         if not outage.unreachable(e):  # one broken trial must not leave it RUNNING or stop the worker
-            return fail(study, trial, e, artifact_store), True
+            return fail(study, trial, e, artifact_store, disk.explain(e, workdir)), True
         LOG.info(f"trial {trial.number} abandoned: the storage went away")  # its lease re-queues it
         if not _wait_for_storage(study, e, should_stop):
             return None, False
