@@ -35,8 +35,7 @@ def sweep(storage, where: Backend, window_s: float = 10.0, queue: ready.Queue | 
             # read again only if re-queuing changed them.
             trials = study.get_trials(deepcopy=False)
             requeued = leases.requeue_expired(study, spec, trials)
-            for number in requeued:
-                events.append(f"{study.study_name}: trial {number} lost its lease; queued again to resume")
+            events += [f"{study.study_name}: {event}" for event in requeued]
             if requeued:
                 trials = study.get_trials(deepcopy=False)
             reason = None if study.user_attrs.get(attrs.STOP) else budget.stop_reason(study, spec, trials=trials)

@@ -1,6 +1,6 @@
 """Leases on running trials: a worker renews its trial's lease while it trains;
-a trial whose lease has run out is failed and queued again, to resume from its
-last checkpoint on whichever worker claims it next.
+a trial whose lease has run out is failed and queued again (search/continuations.py),
+to resume from its last checkpoint on whichever worker claims it next.
 
 Any process may collect expired leases (workers do, before each claim); the
 study-wide claim lock makes one of them do it once. A worker that comes back
@@ -47,41 +47,26 @@ def expired(study: optuna.Study, lease_seconds: float, now: float | None = None,
     return out
 
 
-def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[int]:
-    """Fails trials with expired leases and queues each again (same params, resumed from
-    its checkpoint) unless it was resumed max_resumes times already; their numbers.
-    Call under the claim lock."""
-    requeued = []
-    for t in expired(study, spec.lease_seconds, trials=trials):
+def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[str]:
+    """Fails the trials whose lease ran out, marked to resume from their checkpoint unless
+    resumed max_resumes times already, then queues every marked trial's continuation
+    (search/continuations.py); what it did, in words. Call under the claim lock."""
+    from search import continuations
+
+    gone = expired(study, spec.lease_seconds, trials=trials)
+    for t in gone:
         holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
+        error = f"lease expired: worker {holder_} stopped renewing it"
+        storage, tid = compat.storage_of(study), compat.trial_id(t)
         try:
-            storage = compat.storage_of(study)
-            storage.set_trial_user_attr(compat.trial_id(t), attrs.ERROR,
-                                        f"lease expired: worker {holder_} stopped renewing it")
-            storage.set_trial_state_values(compat.trial_id(t), TrialState.FAIL)
+            if continuations.resumes(study, t) < spec.max_resumes:
+                continuations.end_to_resume(storage, tid, "lease expired", error)
+            else:
+                storage.set_trial_user_attr(tid, attrs.ERROR, error)
+                storage.set_trial_state_values(tid, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker finished it meanwhile
-        if resumes(study, t) < spec.max_resumes:
-            queue_resume(study, t, "lease expired")
-            requeued.append(t.number)
-    return requeued
-
-
-def queue_resume(study: optuna.Study, trial, why: str, extra: dict | None = None) -> None:
-    """Queues the trial's params again, marked to resume from its checkpoint (with `extra` attrs)."""
-    study.enqueue_trial(trial.params, user_attrs={attrs.SOURCE: f"resume of trial {trial.number} ({why})",
-                                                  attrs.RESUME_OF: trial.number,
-                                                  attrs.LINEAGE: trial.user_attrs.get(attrs.LINEAGE, trial.number),
-                                                  **(extra or {})})
-
-
-def resumes(study: optuna.Study, trial) -> int:
-    """How many times this trial's run was resumed already."""
-    n, by_number = 0, None
-    while attrs.RESUME_OF in trial.user_attrs:
-        by_number = by_number or {t.number: t for t in study.get_trials(deepcopy=False)}
-        trial, n = by_number[trial.user_attrs[attrs.RESUME_OF]], n + 1
-    return n
+    return continuations.queue(study, spec, study.get_trials(deepcopy=False) if gone or trials is None else trials)
 
 
 class Heartbeat:

@@ -61,12 +61,12 @@ def test_coordinator_requeues_a_dead_workers_trial_and_stops_at_the_target(tiny,
     time.sleep(2.5)  # the lease runs out
 
     swept = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
-    assert swept.returncode == 0 and "fleet: trial 0 lost its lease" in swept.stderr, swept.stderr
+    assert swept.returncode == 0 and "fleet: trial 0 queued again to resume from its checkpoint (lease expired)" in swept.stderr, swept.stderr
     dead, queued = study.get_trials()
     assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.user_attrs[attrs.RESUME_OF] == 0
     again = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
-    assert "lost its lease" not in again.stderr, "restarted, it does nothing twice"
+    assert "queued again" not in again.stderr, "restarted, it does nothing twice"
 
     worked = tunefleet("worker", "fleet", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
     assert worked.returncode == 0 and "target reached" in worked.stderr, worked.stderr

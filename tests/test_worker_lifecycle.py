@@ -39,7 +39,7 @@ def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
     retry = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     assert len(retry) == 1 and retry[0].user_attrs[attrs.SOURCE] == "resume of trial 0 (interrupted)"
     assert retry[0].user_attrs[attrs.RESUME_OF] == 0 and retry[0].system_attrs["fixed_params"] == interrupted.params
-    assert "interrupted" in log
+    assert "interrupted; marked to resume" in log and "trial 0 queued again to resume from its checkpoint (interrupted)" in log
 
 
 def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):

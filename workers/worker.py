@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, budget, leases, logs, ready_wire
+from search import asha, attrs, budget, leases, logs, ready_wire
 from search.claim import claim
 from search.logs import LOG
 from search.signals import Stop
@@ -117,6 +117,8 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 LOG.info(f"{failures} trials failed in a row; stopping")
                 return 1
+        if stop() and not queued_only:  # the trial it leaves goes back to the queue now, not at the next claim
+            _queue_continuations(study, storage, where)
     except KeyError:
         if study.study_name in optuna.get_all_study_names(storage):
             raise
@@ -160,6 +162,22 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         return "abandoned while the storage was away; it resumes from its checkpoint", False
     finally:
         shutil.rmtree(workdir / f"trial-{trial.number}", ignore_errors=True)
+
+
+def _queue_continuations(study, storage, where) -> None:
+    """Queues the continuation of a trial this worker ended to resume (search/continuations.py);
+    if the storage will not take it now, the next claim or sweep of any process does."""
+    from search import continuations
+    from search.spec import StudySpec
+
+    try:
+        with where.claim_lock(storage, study.study_name):
+            for event in continuations.queue(study, StudySpec.from_dict(study.user_attrs[attrs.SPEC])):
+                LOG.info(event)
+    except Exception as e:  # noqa: BLE001
+        if not outage.unreachable(e):
+            raise
+        LOG.info("the storage is away: the next claim queues the trial to resume")
 
 
 def _release_paused(study, artifact_store) -> None:
