@@ -15,14 +15,17 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs, budget
+from search import attrs, budget, clock
 
 
-def end_to_resume(storage, trial_id: int, why: str, error: str, extra: dict | None = None) -> None:
-    """Ends a running trial FAIL with `error` as its reason, marked to resume (why; `extra`
-    attrs for its continuation). Raises UpdateFinishedTrialError if it ended meanwhile."""
+def end_to_resume(storage, trial_id: int, why: str, error: str, extra: dict | None = None,
+                  at: float | None = None) -> None:
+    """Ends a running trial FAIL (at `at`, by default now) with `error` as its reason, marked to
+    resume (why; `extra` attrs for its continuation). Raises UpdateFinishedTrialError if it
+    ended meanwhile."""
     storage.set_trial_system_attr(trial_id, attrs.RESUMABLE, {"why": why, "extra": extra or {}})
     storage.set_trial_user_attr(trial_id, attrs.ERROR, error)
+    clock.mark_end(storage, trial_id, at)
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 

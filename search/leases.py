@@ -6,8 +6,9 @@ Any process may collect expired leases (workers do, before each claim); the
 study-wide claim lock makes one of them do it once. A worker that comes back
 after its lease ran out finds its trial finished: Optuna refuses every write
 to it, so the late worker cannot overwrite the trial that replaced it.
-Expiry compares the holder's clock with the collector's: machines must agree
-on the time to well within a lease (NTP does; leases last minutes).
+Expiry compares the holder's clock with the collector's, in epoch seconds: machines
+must agree on the time to well within a lease (NTP does; leases last minutes), not on
+a time zone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import attrs, clock
 from storage import optuna_compat as compat
 
 
@@ -34,17 +35,25 @@ def renew(storage, trial_id: int, seconds: float) -> None:
 
 
 def expired(study: optuna.Study, lease_seconds: float, now: float | None = None, trials: list | None = None) -> list:
-    """Running trials whose lease ran out (a trial never leased expires lease_seconds after its start);
-    among `trials` if given, else the study's."""
+    """Running trials whose lease ran out, among `trials` if given, else the study's."""
     now = time.time() if now is None else now
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    out = []
-    for t in (t for t in trials if t.state == TrialState.RUNNING):
-        lease = t.system_attrs.get(attrs.LEASE)
-        expires = lease["expires"] if lease else t.datetime_start.timestamp() + lease_seconds
-        if expires < now:
-            out.append(t)
-    return out
+    return [t for t in trials if t.state == TrialState.RUNNING and attrs.LEASE in t.system_attrs
+            and t.system_attrs[attrs.LEASE]["expires"] < now]
+
+
+def adopt_unleased(study: optuna.Study, lease_seconds: float, trials: list | None = None) -> None:
+    """Gives a running trial that has no lease (its claimer died between taking it and leasing
+    it, or is about to lease it) one on this machine's clock: it expires unless its claimer
+    renews it. Optuna's start time would say when, but in its writer's time zone."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    for t in trials:
+        if t.state == TrialState.RUNNING and attrs.LEASE not in t.system_attrs:
+            try:
+                compat.storage_of(study).set_trial_system_attr(
+                    compat.trial_id(t), attrs.LEASE, attrs.Lease(expires=time.time() + lease_seconds, holder="nobody yet"))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
 
 
 def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[str]:
@@ -53,16 +62,19 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
     (search/continuations.py); what it did, in words. Call under the claim lock."""
     from search import continuations
 
+    adopt_unleased(study, spec.lease_seconds, trials)
     gone = expired(study, spec.lease_seconds, trials=trials)
     for t in gone:
-        holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
-        error = f"lease expired: worker {holder_} stopped renewing it"
+        lease = t.system_attrs[attrs.LEASE]
+        error = f"lease expired: worker {lease['holder']} stopped renewing it"
         storage, tid = compat.storage_of(study), compat.trial_id(t)
+        last_seen = lease["expires"] - spec.lease_seconds  # its last renewal
         try:
             if continuations.resumes(study, t) < spec.max_resumes:
-                continuations.end_to_resume(storage, tid, "lease expired", error)
+                continuations.end_to_resume(storage, tid, "lease expired", error, at=last_seen)
             else:
                 storage.set_trial_user_attr(tid, attrs.ERROR, error)
+                clock.mark_end(storage, tid, last_seen)
                 storage.set_trial_state_values(tid, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker finished it meanwhile

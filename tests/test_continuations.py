@@ -75,3 +75,18 @@ def test_a_kill_between_the_two_writes_loses_no_trial(pg_url, killed_at):
     trials = study.get_trials()
     assert trials[ended.number].state == TrialState.FAIL
     assert [t.user_attrs.get(attrs.RESUME_OF) for t in trials].count(ended.number) == 1
+
+
+def test_a_trial_never_leased_expires_on_the_collectors_clock(pg_url):
+    """Its claimer died between taking and leasing it: the collector leases it on its own
+    clock (Optuna's start time is in its writer's zone), and it expires a lease later."""
+    from search import leases
+
+    storage = backend(pg_url).open()
+    study = create(storage, "s", SPEC)
+    orphan = study.ask()  # RUNNING, never leased
+    assert leases.requeue_expired(study, SPEC) == []
+    assert study.get_trials()[orphan.number].system_attrs[attrs.LEASE]["holder"] == "nobody yet"
+    time.sleep(SPEC.lease_seconds + 0.5)
+    assert leases.requeue_expired(study, SPEC) == [
+        f"trial {orphan.number} queued again to resume from its checkpoint (lease expired)"]

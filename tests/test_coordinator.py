@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import signal
 import time
 
 import optuna
-from conftest import start_tunefleet, tunefleet
+import pytest
+from conftest import cli_env, free_port, start_tunefleet, tunefleet
 from optuna.trial import TrialState
 
 from search import attrs, budget
@@ -105,3 +107,35 @@ def test_gpu_hour_and_wall_budgets():
     study.set_user_attr(attrs.CREATED, now - 3600)
     assert budget.stop_reason(study, spec, now) is None
     assert budget.stop_reason(study, spec, now + 3601).startswith("wall-time budget spent")
+
+
+def test_gpu_hours_do_not_depend_on_time_zones(tiny, tmp_path, pg_url):
+    """Behind the coordinator, Optuna's trial times travel as naive local times of the
+    coordinator's machine: a worker in Paris reading a coordinator in UTC must not count an
+    hour more of GPU time (it would stop the study early)."""
+    model, dataset = tiny
+    assert tunefleet("study", "create", "tz", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000,
+                     "--max-gpu-hours", 0.5, "--storage", pg_url, cwd=tmp_path).returncode == 0
+    port = free_port()
+    coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
+                                  "--storage", pg_url, cwd=tmp_path, env=cli_env(TZ="UTC"))
+    paris = cli_env(TZ="Europe/Paris")
+    started = time.time()
+    worker = start_tunefleet("worker", "tz", "--threads", 1, "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path,
+                             env=paris)
+    try:
+        study = optuna.load_study(study_name="tz", storage=open_storage(pg_url))
+        _wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), "a running trial", 120, worker)
+        os.environ["TZ"] = "Europe/Paris"  # this process now reads the trials as the worker does
+        time.tzset()
+        seen = optuna.load_study(study_name="tz", storage=open_storage(f"grpc://127.0.0.1:{port}")).get_trials()
+        used_s = budget.gpu_hours(seen, time.time()) * 3600
+        assert 0 < used_s <= time.time() - started, used_s
+        assert worker.poll() is None and coordinator.poll() is None, "nobody stopped the study"
+    finally:
+        os.environ.pop("TZ", None)
+        time.tzset()
+        for process in (worker, coordinator):
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)

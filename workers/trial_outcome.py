@@ -11,7 +11,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs, continuations
+from search import attrs, clock, continuations
 from search.logs import LOG
 from storage import optuna_compat as compat
 from workers.detectors import DivergenceDetector
@@ -93,6 +93,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         outcome += "; marked for a retry at half the learning rate, within the budget"
     if artifact_store is not None:
         _note(trial, outcome, params, callback)
+    clock.mark_end(trial.storage, compat.trial_id(trial))
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     if artifact_store is not None:
         checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
@@ -150,6 +151,7 @@ def fail(study, trial, error: Exception, artifact_store, message: str | None = N
     message = message or f"{type(error).__name__}: {error}".splitlines()[0]
     try:
         trial.set_user_attr(attrs.ERROR, message)
+        clock.mark_end(trial.storage, compat.trial_id(trial))
         study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"failed: {message}"  # its lease ran out meanwhile: its checkpoint is another's now
