@@ -55,3 +55,16 @@ def test_no_retry_when_off_fixed_or_out_of_budget():
     full = dataclasses.replace(SPEC, n_trials=1)
     study = optuna.create_study()
     assert _diverged(study, full)[2] and not retry_at_half_lr(study, full), "marked, but the budget is spent"
+
+
+def test_two_divergences_at_once_retry_within_the_budget():
+    """Two trials diverge together with room for one more configuration: the sweep under the
+    claim lock queues one retry, never exceeding n_trials."""
+    spec = dataclasses.replace(SPEC, n_trials=3, queue_starting_configs=False)
+    study = optuna.create_study()
+    first, second = study.ask(), study.ask()
+    for trial in (first, second):
+        assert _diverged(study, spec, trial)[2]
+    said = continuations.queue(study, spec)
+    assert len(said) == 1 and len(study.get_trials(states=(TrialState.WAITING,))) == 1
+    assert continuations.queue(study, spec) == []
