@@ -82,12 +82,15 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
 
 
 class Heartbeat:
-    """Renews a trial's lease every quarter lease in a thread; `lost` once it no longer
-    can: another process collected the trial, or no renewal got through for a whole
-    lease (a link cut mid-call hangs it), so the lease may have been collected."""
+    """Renews a trial's lease every quarter lease in a thread while the trial moves; `lost`
+    once it no longer can: another process collected the trial, or no renewal got through
+    for a whole lease (a link cut mid-call hangs it), so the lease may have been collected.
+    Once hung() says the trial stopped moving (seconds of silence), it renews no more and
+    calls on_hang(seconds)."""
 
-    def __init__(self, storage, trial_id: int, lease_seconds: float):
+    def __init__(self, storage, trial_id: int, lease_seconds: float, hung=lambda: None, on_hang=lambda s: None):
         self.storage, self.trial_id, self.lease_seconds = storage, trial_id, lease_seconds
+        self.hung, self.on_hang = hung, on_hang
         self._collected = False
         self._until = time.time() + lease_seconds  # the claim took the first lease
         self._done = threading.Event()
@@ -107,6 +110,9 @@ class Heartbeat:
 
     def _beat(self):
         while not self._done.wait(self.lease_seconds / 4):
+            if (silence := self.hung()) is not None:
+                self.on_hang(silence)
+                return
             sent = time.time()
             try:
                 renew(self.storage, self.trial_id, self.lease_seconds)

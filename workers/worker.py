@@ -34,10 +34,12 @@ from storage import optuna_compat as compat
 from workers import disk
 from workers.quiet import quiet_libraries
 from workers.ranks import GROUP_BROKEN, SOLO, Ranks, from_env
+from workers.stall import StallWatch
 from workers.trial_outcome import fail, rank_failed, report
 from workers.trial_run import follow, train
 
 MAX_CONSECUTIVE_FAILURES = 3
+EXIT_HUNG = GROUP_BROKEN  # a hung trainer: its trial is queued to resume; a group of ranks starts again
 STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage to sit through
 
 
@@ -104,9 +106,11 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                     _release_paused(study, artifact_store)
                 LOG.info(f"{reason or 'study budget spent'}; exiting")
                 break
-            with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds) as lease:
+            watch = StallWatch(spec.stall_seconds)
+            with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds, watch.silence,
+                                  lambda silence: _hung(storage, trial, silence)) as lease:
                 outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
-                                           lambda: stop() or lease.lost, lease, faults, started, ranks)
+                                           lambda: stop() or lease.lost, lease, faults, started, ranks, watch)
             if outcome is None:  # the storage stayed away
                 return 1
             failures = failures + 1 if failed else 0
@@ -131,14 +135,14 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
 
 
 def _work_on(study, trial, spec, space, resident, artifact_store, workdir, should_stop, lease, faults,
-             claimed_at, ranks: Ranks = SOLO) -> tuple[str | None, bool | None]:
+             claimed_at, ranks: Ranks = SOLO, watch=None) -> tuple[str | None, bool | None]:
     """Trains and reports one claimed trial: (outcome in words, or None if the storage
     did not come back; whether the trial failed, None when a rank of it failed)."""
     try:
         params = suggest(trial, space)
         try:
             result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
-                           faults=faults, ranks=ranks)
+                           faults=faults, ranks=ranks, watch=watch)
         except Exception as e:
             if ranks.world_size == 1:
                 raise
@@ -162,6 +166,22 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         return "abandoned while the storage was away; it resumes from its checkpoint", False
     finally:
         shutil.rmtree(workdir / f"trial-{trial.number}", ignore_errors=True)
+
+
+def _hung(storage, trial, silence: float) -> None:
+    """The trial's training stopped moving (workers/stall.py): it is ended to resume elsewhere,
+    and this process exits, as a hung trainer cannot be interrupted (whoever started the
+    worker starts it again)."""
+    from search import continuations
+
+    LOG.info(f"trial {trial.number} hung: no training step for {silence:.0f} s; it resumes from its checkpoint "
+             f"elsewhere, and this worker exits (its trainer cannot be interrupted)")
+    try:
+        continuations.end_to_resume(storage, compat.trial_id(trial), "hung",
+                                    f"hung: no training step for {silence:.0f} s; to resume from its checkpoint")
+    except Exception as e:  # noqa: BLE001 (ended meanwhile, or the storage is away: its lease runs out)
+        LOG.info(f"trial {trial.number} not ended here ({type(e).__name__}): its lease runs out instead")
+    os._exit(EXIT_HUNG)
 
 
 def _queue_continuations(study, storage, where) -> None:
