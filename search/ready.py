@@ -46,6 +46,12 @@ class Queue:
             self._ids[study_id], self._open[study_id] = collections.deque(trial_ids), open_
             self._misses[study_id] = 0
 
+    def close_all_but(self, study_ids: set[int]) -> None:
+        """Studies not among study_ids were deleted: nothing more comes for their workers."""
+        with self._lock:
+            for gone in set(self._open) - study_ids:
+                self._ids[gone], self._open[gone] = collections.deque(), False
+
     def misses(self, study_id: int) -> int:
         return self._misses[study_id]
 

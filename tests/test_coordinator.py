@@ -139,3 +139,32 @@ def test_gpu_hours_do_not_depend_on_time_zones(tiny, tmp_path, pg_url):
         for process in (worker, coordinator):
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=60)
+
+
+def test_a_study_deleted_under_its_workers_ends_them_with_one_line(tiny, tmp_path, pg_url):
+    """One worker trains the study's only trial, another waits for more behind the coordinator;
+    the study is deleted: both leave with one line, none waits for ever."""
+    model, dataset = tiny
+    assert tunefleet("study", "create", "gone", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000,
+                     "--storage", pg_url, cwd=tmp_path).returncode == 0
+    port = free_port()
+    coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
+                                  "--storage", pg_url, cwd=tmp_path)
+    workers = [start_tunefleet("worker", "gone", "--threads", 1, "--storage", f"grpc://127.0.0.1:{port}",
+                               cwd=tmp_path) for _ in range(2)]
+    try:
+        study = optuna.load_study(study_name="gone", storage=open_storage(pg_url))
+        _wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), "a running trial", 120, workers[0])
+        time.sleep(3)  # the other worker is waiting for a trial that may come
+        deleted = tunefleet("study", "delete", "gone", "--storage", pg_url, cwd=tmp_path)
+        assert deleted.returncode == 0, deleted.stderr
+        logs = [w.communicate(timeout=90)[0] for w in workers]
+    finally:
+        for process in (*workers, coordinator):
+            if process.poll() is None:
+                process.kill()
+        coordinator.communicate(timeout=30)
+    for worker, log in zip(workers, logs):
+        assert worker.returncode == 2 and "Traceback" not in log, log
+        assert log.strip().splitlines()[-1].endswith("study 'gone' was deleted; exiting"), log
