@@ -8,7 +8,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import attrs, clock
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
@@ -63,15 +63,17 @@ def stop_reason(study: optuna.Study, spec, now: float | None = None, trials: lis
 
 
 def gpu_hours(trials, now: float) -> float:
-    """GPU time of every trial that ran, running ones up to now: its wall time on each of its
-    ranks (one GPU each)."""
+    """GPU time of every trial that ran, running ones up to now: its wall time from its claim
+    (search/clock.py) on each of its ranks (one GPU each)."""
     seconds = 0.0
     for t in trials:
-        if t.datetime_start is None:
+        start = clock.started(t)
+        if start is None:
             continue
-        end = t.datetime_complete.timestamp() if t.datetime_complete else now
+        end = clock.ended(t)
+        end = now if end is None and t.state == TrialState.RUNNING else end or start
         ranks = t.user_attrs.get(attrs.WORKER, {}).get("world_size", 1)
-        seconds += max(0.0, end - t.datetime_start.timestamp()) * ranks
+        seconds += max(0.0, end - start) * ranks
     return seconds / 3600
 
 

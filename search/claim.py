@@ -39,8 +39,8 @@ def claim(study: optuna.Study, storage, where: Backend, spec: StudySpec,
         with where.claim_lock(storage, study.study_name):
             # Re-read: `study create --resume` may have raised the budget meanwhile.
             spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
-            for number in leases.requeue_expired(study, spec):
-                LOG.info(f"trial {number} lost its worker's lease; queued again to resume from its checkpoint")
+            for event in leases.requeue_expired(study, spec):
+                LOG.info(event)
             trial = next_trial(study, spec)
             if trial is None:
                 return None

@@ -134,6 +134,9 @@ def study():
 @click.option("--lease-seconds", default=_default("lease_seconds"), show_default=True,
               help="A trial whose worker stops renewing its lease this long is resumed elsewhere.")
 @click.option("--max-resumes", default=_default("max_resumes"), show_default=True, help="Times one trial may be resumed after lost leases.")
+@click.option("--stall-seconds", default=_default("stall_seconds"), show_default=True,
+              help="A trial with no step this long (or 10x its longest gap) is hung: resumed elsewhere.")
+@click.option("--max-trial-hours", default=_default("max_trial_hours"), help="Stop any one trial after this many hours (0: none).")
 @click.option("--keep-best", type=click.IntRange(min=0),
               help="The best K complete trials keep their best checkpoint, to export (default: 3 adapters, 1 full).")
 @click.option("--resume", is_flag=True, help="Continue an existing study of that name (and raise its budget).")
@@ -143,8 +146,8 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
                  method, n_trials, epochs, max_steps, eval_steps, max_tokens, seq_len,
                  max_micro_batch,
                  sampler, pruner, space_file, model_params, dataset_size, seed, trust_remote_code, lr_from_finder,
-                 max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, keep_best, resume, storage_url,
-                 as_json):
+                 max_gpu_hours, max_wall_hours, target_value, lease_seconds, max_resumes, stall_seconds, max_trial_hours,
+                 keep_best, resume, storage_url, as_json):
     """Validate the inputs, store the study spec and queue the prior's mode first."""
     from search.study import create
     from workers.inputs import spec_from_inputs
@@ -157,7 +160,8 @@ def study_create(name, model, revision, dataset, dataset_split, eval_dataset, co
                             max_micro_batch=max_micro_batch, sampler=sampler, pruner=pruner, seed=seed,
                             trust_remote_code=trust_remote_code, n_params=int(model_params or 0),
                             n_examples=dataset_size, space_overrides=read_space_file(space_file),
-                            lease_seconds=lease_seconds, max_resumes=max_resumes, max_gpu_hours=max_gpu_hours,
+                            lease_seconds=lease_seconds, max_resumes=max_resumes, stall_seconds=stall_seconds,
+                            max_trial_hours=max_trial_hours, max_gpu_hours=max_gpu_hours,
                             max_wall_hours=max_wall_hours, target_value=target_value, keep_best=keep_best)
     if lr_from_finder:
         import dataclasses
@@ -345,6 +349,8 @@ artifacts_option = click.option(
 @click.option("--threads", type=int, default=None, help="CPU threads for torch (default: all).")
 @storage_option
 @artifacts_option
+@click.option("--inject-stall-at", type=click.IntRange(min=1), hidden=True,
+              help="Tests: the first trial's training hangs at this training forward pass.")
 @click.option("--inject-oom-above", type=click.IntRange(min=0), hidden=True,
               help="Tests: raise torch's out-of-memory error in training above this micro-batch.")
 @click.option("--gpus", help="GPUs of this machine to use, e.g. 0,1,2,3 or 0-7: one worker process per GPU, "
@@ -352,7 +358,7 @@ artifacts_option = click.option(
 @click.option("--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train each trial on N ranks (DDP for adapters, FSDP for full fine-tuning), one per GPU; "
                    "without CUDA, N CPU ranks over gloo.")
-def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus, gpus_per_trial):
+def worker(name, threads, storage_url, artifacts, inject_stall_at, inject_oom_above, gpus, gpus_per_trial):
     """Claim and train trials of study NAME until its budget is spent."""
     if gpus or gpus_per_trial > 1:
         from workers.multi_gpu import groups_of, parse_gpus, run_groups
@@ -373,6 +379,10 @@ def worker(name, threads, storage_url, artifacts, inject_oom_above, gpus, gpus_p
         from workers.faults import OutOfMemoryAbove
 
         faults = OutOfMemoryAbove(inject_oom_above)
+    if inject_stall_at is not None:
+        from workers.faults import StallAt
+
+        faults = StallAt(inject_stall_at)
     sys.exit(run(name, storage_url, threads, artifacts, faults))
 
 

@@ -19,13 +19,17 @@ from search.logs import LOG
 from search.signals import Stop
 from search.spec import StudySpec
 from storage import Backend, outage
+from storage import optuna_compat as compat
 
 
 def sweep(storage, where: Backend, window_s: float = 10.0, queue: ready.Queue | None = None) -> list[str]:
     """One pass over all studies; what it did, in words. With a `queue` (workers behind the
     proxy), trials are queued there for the demand of the last `window_s` seconds."""
     events = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if queue is not None:  # the workers of a deleted study stop waiting for its trials
+        queue.close_all_but({compat.study_id(s) for s in summaries})
+    for summary in summaries:
         if attrs.SPEC not in summary.user_attrs:
             continue  # not a tunefleet study
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -35,8 +39,7 @@ def sweep(storage, where: Backend, window_s: float = 10.0, queue: ready.Queue | 
             # read again only if re-queuing changed them.
             trials = study.get_trials(deepcopy=False)
             requeued = leases.requeue_expired(study, spec, trials)
-            for number in requeued:
-                events.append(f"{study.study_name}: trial {number} lost its lease; queued again to resume")
+            events += [f"{study.study_name}: {event}" for event in requeued]
             if requeued:
                 trials = study.get_trials(deepcopy=False)
             reason = None if study.user_attrs.get(attrs.STOP) else budget.stop_reason(study, spec, trials=trials)

@@ -1,13 +1,14 @@
 """Leases on running trials: a worker renews its trial's lease while it trains;
-a trial whose lease has run out is failed and queued again, to resume from its
-last checkpoint on whichever worker claims it next.
+a trial whose lease has run out is failed and queued again (search/continuations.py),
+to resume from its last checkpoint on whichever worker claims it next.
 
 Any process may collect expired leases (workers do, before each claim); the
 study-wide claim lock makes one of them do it once. A worker that comes back
 after its lease ran out finds its trial finished: Optuna refuses every write
 to it, so the late worker cannot overwrite the trial that replaced it.
-Expiry compares the holder's clock with the collector's: machines must agree
-on the time to well within a lease (NTP does; leases last minutes).
+Expiry compares the holder's clock with the collector's, in epoch seconds: machines
+must agree on the time to well within a lease (NTP does; leases last minutes), not on
+a time zone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs
+from search import attrs, clock
 from storage import optuna_compat as compat
 
 
@@ -34,63 +35,62 @@ def renew(storage, trial_id: int, seconds: float) -> None:
 
 
 def expired(study: optuna.Study, lease_seconds: float, now: float | None = None, trials: list | None = None) -> list:
-    """Running trials whose lease ran out (a trial never leased expires lease_seconds after its start);
-    among `trials` if given, else the study's."""
+    """Running trials whose lease ran out, among `trials` if given, else the study's."""
     now = time.time() if now is None else now
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    out = []
-    for t in (t for t in trials if t.state == TrialState.RUNNING):
-        lease = t.system_attrs.get(attrs.LEASE)
-        expires = lease["expires"] if lease else t.datetime_start.timestamp() + lease_seconds
-        if expires < now:
-            out.append(t)
-    return out
+    return [t for t in trials if t.state == TrialState.RUNNING and attrs.LEASE in t.system_attrs
+            and t.system_attrs[attrs.LEASE]["expires"] < now]
 
 
-def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[int]:
-    """Fails trials with expired leases and queues each again (same params, resumed from
-    its checkpoint) unless it was resumed max_resumes times already; their numbers.
-    Call under the claim lock."""
-    requeued = []
-    for t in expired(study, spec.lease_seconds, trials=trials):
-        holder_ = (t.system_attrs.get(attrs.LEASE) or {}).get("holder", "unknown")
+def adopt_unleased(study: optuna.Study, lease_seconds: float, trials: list | None = None) -> None:
+    """Gives a running trial that has no lease (its claimer died between taking it and leasing
+    it, or is about to lease it) one on this machine's clock: it expires unless its claimer
+    renews it. Optuna's start time would say when, but in its writer's time zone."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    for t in trials:
+        if t.state == TrialState.RUNNING and attrs.LEASE not in t.system_attrs:
+            try:
+                compat.storage_of(study).set_trial_system_attr(
+                    compat.trial_id(t), attrs.LEASE, attrs.Lease(expires=time.time() + lease_seconds, holder="nobody yet"))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+
+def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> list[str]:
+    """Fails the trials whose lease ran out, marked to resume from their checkpoint unless
+    resumed max_resumes times already, then queues every marked trial's continuation
+    (search/continuations.py); what it did, in words. Call under the claim lock."""
+    from search import continuations
+
+    adopt_unleased(study, spec.lease_seconds, trials)
+    gone = expired(study, spec.lease_seconds, trials=trials)
+    for t in gone:
+        lease = t.system_attrs[attrs.LEASE]
+        error = f"lease expired: worker {lease['holder']} stopped renewing it"
+        storage, tid = compat.storage_of(study), compat.trial_id(t)
+        last_seen = lease["expires"] - spec.lease_seconds  # its last renewal
         try:
-            storage = compat.storage_of(study)
-            storage.set_trial_user_attr(compat.trial_id(t), attrs.ERROR,
-                                        f"lease expired: worker {holder_} stopped renewing it")
-            storage.set_trial_state_values(compat.trial_id(t), TrialState.FAIL)
+            if continuations.resumes(study, t) < spec.max_resumes:
+                continuations.end_to_resume(storage, tid, "lease expired", error, at=last_seen)
+            else:
+                storage.set_trial_user_attr(tid, attrs.ERROR, error)
+                clock.mark_end(storage, tid, last_seen)
+                storage.set_trial_state_values(tid, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker finished it meanwhile
-        if resumes(study, t) < spec.max_resumes:
-            queue_resume(study, t, "lease expired")
-            requeued.append(t.number)
-    return requeued
-
-
-def queue_resume(study: optuna.Study, trial, why: str, extra: dict | None = None) -> None:
-    """Queues the trial's params again, marked to resume from its checkpoint (with `extra` attrs)."""
-    study.enqueue_trial(trial.params, user_attrs={attrs.SOURCE: f"resume of trial {trial.number} ({why})",
-                                                  attrs.RESUME_OF: trial.number,
-                                                  attrs.LINEAGE: trial.user_attrs.get(attrs.LINEAGE, trial.number),
-                                                  **(extra or {})})
-
-
-def resumes(study: optuna.Study, trial) -> int:
-    """How many times this trial's run was resumed already."""
-    n, by_number = 0, None
-    while attrs.RESUME_OF in trial.user_attrs:
-        by_number = by_number or {t.number: t for t in study.get_trials(deepcopy=False)}
-        trial, n = by_number[trial.user_attrs[attrs.RESUME_OF]], n + 1
-    return n
+    return continuations.queue(study, spec, study.get_trials(deepcopy=False) if gone or trials is None else trials)
 
 
 class Heartbeat:
-    """Renews a trial's lease every quarter lease in a thread; `lost` once it no longer
-    can: another process collected the trial, or no renewal got through for a whole
-    lease (a link cut mid-call hangs it), so the lease may have been collected."""
+    """Renews a trial's lease every quarter lease in a thread while the trial moves; `lost`
+    once it no longer can: another process collected the trial, or no renewal got through
+    for a whole lease (a link cut mid-call hangs it), so the lease may have been collected.
+    Once hung() says the trial stopped moving (seconds of silence), it renews no more and
+    calls on_hang(seconds)."""
 
-    def __init__(self, storage, trial_id: int, lease_seconds: float):
+    def __init__(self, storage, trial_id: int, lease_seconds: float, hung=lambda: None, on_hang=lambda s: None):
         self.storage, self.trial_id, self.lease_seconds = storage, trial_id, lease_seconds
+        self.hung, self.on_hang = hung, on_hang
         self._collected = False
         self._until = time.time() + lease_seconds  # the claim took the first lease
         self._done = threading.Event()
@@ -110,6 +110,9 @@ class Heartbeat:
 
     def _beat(self):
         while not self._done.wait(self.lease_seconds / 4):
+            if (silence := self.hung()) is not None:
+                self.on_hang(silence)
+                return
             sent = time.time()
             try:
                 renew(self.storage, self.trial_id, self.lease_seconds)

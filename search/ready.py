@@ -24,7 +24,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, attrs, budget
+from search import asha, attrs, budget, clock
 from storage import optuna_compat as compat
 
 MIN_READY = 4
@@ -45,6 +45,12 @@ class Queue:
         with self._lock:
             self._ids[study_id], self._open[study_id] = collections.deque(trial_ids), open_
             self._misses[study_id] = 0
+
+    def close_all_but(self, study_ids: set[int]) -> None:
+        """Studies not among study_ids were deleted: nothing more comes for their workers."""
+        with self._lock:
+            for gone in set(self._open) - study_ids:
+                self._ids[gone], self._open[gone] = collections.deque(), False
 
     def misses(self, study_id: int) -> int:
         return self._misses[study_id]
@@ -87,7 +93,7 @@ def top_up(study: optuna.Study, spec, window_s: float, queue: Queue, now: float 
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     waiting = [compat.trial_id(t) for t in sorted(waiting, key=lambda t: (attrs.LINEAGE not in t.user_attrs, t.number))]
     room = budget.room(spec, trials)
-    started = sum(t.datetime_start is not None and now - t.datetime_start.timestamp() < window_s for t in trials)
+    started = sum(now - (clock.started(t) or 0.0) < window_s for t in trials)
     demand = max(MIN_READY, 2 * started, queue.misses(compat.study_id(study)))
     wanted = 0 if stopped else min(room, demand - len(waiting))
     for _ in range(wanted):

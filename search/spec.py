@@ -154,6 +154,14 @@ class StudySpec:
     failed and queued again, to resume from its last checkpoint on another worker."""
     max_resumes: int = 3
     """Times one trial may be resumed after lost leases before it stays failed."""
+    stall_seconds: float = 1800.0
+    """A trial with no training step (nor evaluation, nor checkpoint) for this long, or for 10
+    times its longest such gap so far if that is longer, is hung (a dataloader deadlock, a
+    stalled filesystem): it is ended and queued to resume elsewhere, and its worker exits
+    (a hung trainer cannot be interrupted)."""
+    max_trial_hours: float = 0.0
+    """A trial that has run this long on its worker is stopped where it is and told PRUNED
+    (COMPLETE if it is the study's first result), its best eval loss kept (0: no cap)."""
     seed: int = 0
     trust_remote_code: bool = False
     revision: str | None = None
@@ -191,6 +199,8 @@ class StudySpec:
         _require(self.max_eval_examples >= 1, "max_eval_examples must be at least 1")
         _require(self.max_gpu_hours >= 0 and self.max_wall_hours >= 0, "GPU-hour and wall-hour budgets must be >= 0")
         _require(self.lease_seconds >= 1, "lease_seconds must be at least 1")
+        _require(self.stall_seconds >= 1, "stall_seconds must be at least 1")
+        _require(self.max_trial_hours >= 0, "max_trial_hours must be 0 (no cap) or more")
         _require(self.max_resumes >= 0, "max_resumes must not be negative")
         _require(self.max_micro_batch >= 1, "max_micro_batch must be at least 1")
         _require(isinstance(self.space_overrides, dict), "space overrides must be a mapping")

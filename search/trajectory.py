@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from search import asha, attrs, budget
+from search import asha, attrs, budget, clock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -14,8 +14,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 def best_by_tokens(trials) -> list[tuple[int, float]]:
     """(tokens spent when a trial ended, the best complete trial's eval loss then), one point per
     improvement, trials in the order they ended; the tokens count every trial ended by then."""
-    ended = sorted((t for t in trials if t.state in FINISHED and t.datetime_complete is not None),
-                   key=lambda t: (t.datetime_complete, t.number))
+    ended = sorted((t for t in trials if t.state in FINISHED and clock.ended(t) is not None),
+                   key=lambda t: (clock.ended(t), t.number))
     points, spent, best = [], 0, None
     for t in ended:
         spent += (t.user_attrs.get(attrs.COST) or {}).get("tokens", 0)

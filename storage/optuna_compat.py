@@ -55,10 +55,6 @@ def rdb_of(storage) -> optuna.storages.BaseStorage:
     return getattr(storage, "_backend", storage)
 
 
-def study_id(study: optuna.Study) -> int:
-    return study._study_id
-
-
 def cached_trials(study: optuna.Study, states) -> list:
     """The study's trials in those states from its client cache (no storage round trip when
     nothing changed), as samplers read them."""
@@ -66,7 +62,7 @@ def cached_trials(study: optuna.Study, states) -> list:
 
 
 def study_id(study: optuna.Study) -> int:
-    """The study's id in its storage (optuna-dashboard's URLs name studies by it)."""
+    """The study's (or a StudySummary's) id in its storage (optuna-dashboard's URLs name studies by it)."""
     return study._study_id
 
 

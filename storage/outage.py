@@ -5,21 +5,37 @@ from __future__ import annotations
 import sys
 import time
 
+# Where the storage's own I/O happens: an OSError raised in there is the storage's (a journal
+# on a network filesystem); raised anywhere else (the scratch directory, a checkpoint, an
+# archive, a directory artifact store) it is a local error of the trial, however it looks.
+STORAGE_MODULES = ("optuna.storages", "sqlalchemy", "psycopg", "grpc", "storage.claim_lock")
+
 
 def unreachable(error: BaseException) -> bool:
-    """The database (or the filesystem of a journal) could not be reached: worth waiting for."""
+    """The database, the coordinator or the journal's filesystem could not be reached: worth waiting for."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     while error is not None:
         if _grpc_unavailable(error):  # the coordinator, or the database behind it
             return True
-        # OSError covers connection resets and timeouts, and a journal on a network filesystem.
-        if isinstance(error, (OperationalError, InterfaceError)) or (
-                isinstance(error, OSError) and not isinstance(error, FileNotFoundError)):
+        if isinstance(error, (OperationalError, InterfaceError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and raised_by_storage(error):
             return True
         # Only the explicit cause (Optuna wraps the driver's error `from` it): an error raised
         # while handling an outage, such as the KeyError of a study deleted meanwhile, is no outage.
         error = error.__cause__
+    return False
+
+
+def raised_by_storage(error: BaseException) -> bool:
+    """Whether the storage's code raised it (a frame of its traceback is in STORAGE_MODULES)."""
+    tb = error.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(STORAGE_MODULES):
+            return True
+        tb = tb.tb_next
     return False
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import signal
 import time
 
 import optuna
-from conftest import start_tunefleet, tunefleet
+import pytest
+from conftest import cli_env, free_port, start_tunefleet, tunefleet
 from optuna.trial import TrialState
 
 from search import attrs, budget
@@ -61,12 +63,12 @@ def test_coordinator_requeues_a_dead_workers_trial_and_stops_at_the_target(tiny,
     time.sleep(2.5)  # the lease runs out
 
     swept = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
-    assert swept.returncode == 0 and "fleet: trial 0 lost its lease" in swept.stderr, swept.stderr
+    assert swept.returncode == 0 and "fleet: trial 0 queued again to resume from its checkpoint (lease expired)" in swept.stderr, swept.stderr
     dead, queued = study.get_trials()
     assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.user_attrs[attrs.RESUME_OF] == 0
     again = tunefleet("coordinator", "--once", "--storage", pg_url, cwd=tmp_path)
-    assert "lost its lease" not in again.stderr, "restarted, it does nothing twice"
+    assert "queued again" not in again.stderr, "restarted, it does nothing twice"
 
     worked = tunefleet("worker", "fleet", "--threads", 1, "--storage", pg_url, cwd=tmp_path)
     assert worked.returncode == 0 and "target reached" in worked.stderr, worked.stderr
@@ -105,3 +107,64 @@ def test_gpu_hour_and_wall_budgets():
     study.set_user_attr(attrs.CREATED, now - 3600)
     assert budget.stop_reason(study, spec, now) is None
     assert budget.stop_reason(study, spec, now + 3601).startswith("wall-time budget spent")
+
+
+def test_gpu_hours_do_not_depend_on_time_zones(tiny, tmp_path, pg_url):
+    """Behind the coordinator, Optuna's trial times travel as naive local times of the
+    coordinator's machine: a worker in Paris reading a coordinator in UTC must not count an
+    hour more of GPU time (it would stop the study early)."""
+    model, dataset = tiny
+    assert tunefleet("study", "create", "tz", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000,
+                     "--max-gpu-hours", 0.5, "--storage", pg_url, cwd=tmp_path).returncode == 0
+    port = free_port()
+    coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
+                                  "--storage", pg_url, cwd=tmp_path, env=cli_env(TZ="UTC"))
+    paris = cli_env(TZ="Europe/Paris")
+    started = time.time()
+    worker = start_tunefleet("worker", "tz", "--threads", 1, "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path,
+                             env=paris)
+    try:
+        study = optuna.load_study(study_name="tz", storage=open_storage(pg_url))
+        _wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), "a running trial", 120, worker)
+        os.environ["TZ"] = "Europe/Paris"  # this process now reads the trials as the worker does
+        time.tzset()
+        seen = optuna.load_study(study_name="tz", storage=open_storage(f"grpc://127.0.0.1:{port}")).get_trials()
+        used_s = budget.gpu_hours(seen, time.time()) * 3600
+        assert 0 < used_s <= time.time() - started, used_s
+        assert worker.poll() is None and coordinator.poll() is None, "nobody stopped the study"
+    finally:
+        os.environ.pop("TZ", None)
+        time.tzset()
+        for process in (worker, coordinator):
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+
+
+def test_a_study_deleted_under_its_workers_ends_them_with_one_line(tiny, tmp_path, pg_url):
+    """One worker trains the study's only trial, another waits for more behind the coordinator;
+    the study is deleted: both leave with one line, none waits for ever."""
+    model, dataset = tiny
+    assert tunefleet("study", "create", "gone", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000,
+                     "--storage", pg_url, cwd=tmp_path).returncode == 0
+    port = free_port()
+    coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
+                                  "--storage", pg_url, cwd=tmp_path)
+    workers = [start_tunefleet("worker", "gone", "--threads", 1, "--storage", f"grpc://127.0.0.1:{port}",
+                               cwd=tmp_path) for _ in range(2)]
+    try:
+        study = optuna.load_study(study_name="gone", storage=open_storage(pg_url))
+        _wait_for(lambda: study.get_trials(states=(TrialState.RUNNING,)), "a running trial", 120, workers[0])
+        time.sleep(3)  # the other worker is waiting for a trial that may come
+        deleted = tunefleet("study", "delete", "gone", "--storage", pg_url, cwd=tmp_path)
+        assert deleted.returncode == 0, deleted.stderr
+        logs = [w.communicate(timeout=90)[0] for w in workers]
+    finally:
+        for process in (*workers, coordinator):
+            if process.poll() is None:
+                process.kill()
+        coordinator.communicate(timeout=30)
+    for worker, log in zip(workers, logs):
+        assert worker.returncode == 2 and "Traceback" not in log, log
+        assert log.strip().splitlines()[-1].endswith("study 'gone' was deleted; exiting"), log

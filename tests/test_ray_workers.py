@@ -155,7 +155,7 @@ def test_sigterm_to_the_launcher_requeues_the_workers_trials(tiny, tmp_path, hea
     finally:
         launcher.kill()
     assert launcher.returncode == 0, out
-    assert re.search(r"^worker 1 on .* exited 0: .*interrupted; queued again", out, re.M), out
+    assert re.search(r"^worker 1 on .* exited 0: .*queued again to resume from its checkpoint \(interrupted\)", out, re.M), out
     trials = _trials(url, "stopped")
     assert not [t for t in trials if t.state.name == "RUNNING"], "the worker ended its trial before leaving"
     interrupted = [t for t in trials if t.state.name == "FAIL"]

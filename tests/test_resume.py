@@ -50,7 +50,7 @@ def test_a_killed_workers_trial_is_finished_by_another_from_its_checkpoint(tiny,
 
     second = tunefleet("worker", "crash", "--threads", 1, "--storage", pg_url, cwd=tmp_path, timeout=240)
     assert second.returncode == 0, second.stderr
-    assert "lost its worker's lease" in second.stderr
+    assert "trial 0 queued again to resume from its checkpoint (lease expired)" in second.stderr
     dead, resumed = study.get_trials()
     assert dead.state == TrialState.FAIL and "lease expired" in dead.user_attrs[attrs.ERROR]
     assert resumed.state == TrialState.COMPLETE, second.stderr

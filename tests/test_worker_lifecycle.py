@@ -39,7 +39,7 @@ def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
     retry = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     assert len(retry) == 1 and retry[0].user_attrs[attrs.SOURCE] == "resume of trial 0 (interrupted)"
     assert retry[0].user_attrs[attrs.RESUME_OF] == 0 and retry[0].system_attrs["fixed_params"] == interrupted.params
-    assert "interrupted" in log
+    assert "interrupted; marked to resume" in log and "trial 0 queued again to resume from its checkpoint (interrupted)" in log
 
 
 def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):
@@ -67,3 +67,45 @@ def test_diverging_trial_is_pruned_with_its_reason(tiny, tmp_path):
     assert retry.user_attrs[attrs.RETRY_OF] == trial.number and "half the learning rate" in result.stderr
     assert retry.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert len(study.get_trials()) == 3, "a retry is never retried: the adjustment is applied once"
+
+
+def test_a_hung_trainer_is_ended_resumed_elsewhere_and_its_worker_exits(tiny, tmp_path):
+    """A lease proves the process lives, not that the trial moves: a training step that never
+    returns (injected) ends the trial to resume, and the worker, which cannot interrupt it, exits."""
+    from workers.ranks import GROUP_BROKEN
+
+    model, dataset = tiny
+    url = f"journal:{tmp_path / 'j.log'}"
+    assert tunefleet("study", "create", "hang", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 1, "--pruner", "none", "--max-steps", 30, "--eval-steps", 10,
+                     "--stall-seconds", 3, "--lease-seconds", 2, "--storage", url, cwd=tmp_path).returncode == 0
+    started = time.time()
+    hung = tunefleet("worker", "hang", "--threads", 1, "--storage", url, "--inject-stall-at", 15, cwd=tmp_path)
+    assert hung.returncode == GROUP_BROKEN and time.time() - started < 120, hung.stderr
+    assert "trial 0 hung: no training step for" in hung.stderr, hung.stderr
+    study, _ = load(open_storage(url), "hang")
+    (ended,) = study.get_trials()
+    assert ended.state == optuna.trial.TrialState.FAIL and ended.user_attrs[attrs.ERROR].startswith("hung")
+    assert ended.intermediate_values, "it had reached an evaluation: it resumes from there"
+    again = tunefleet("worker", "hang", "--threads", 1, "--storage", url, cwd=tmp_path)
+    assert again.returncode == 0 and "trial 0 queued again to resume from its checkpoint (hung)" in again.stderr
+    ended, resumed = study.get_trials()
+    assert resumed.user_attrs[attrs.RESUME_OF] == 0 and resumed.state == optuna.trial.TrialState.COMPLETE
+    assert resumed.user_attrs[attrs.BATCH]["started_at_step"] == 10, "resumed from its checkpoint"
+
+
+def test_a_trial_past_its_wall_clock_cap_stops_where_it_is(tiny, tmp_path):
+    model, dataset = tiny
+    url = f"journal:{tmp_path / 'j.log'}"
+    assert tunefleet("study", "create", "capped", "--model", model, "--dataset", dataset, "--method", "lora",
+                     "--n-trials", 2, "--pruner", "none", "--max-steps", 20000, "--eval-steps", 10,
+                     "--max-trial-hours", 0.001, "--storage", url, cwd=tmp_path).returncode == 0
+    result = tunefleet("worker", "capped", "--threads", 1, "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = load(open_storage(url), "capped")[0].get_trials()
+    # The study's first result completes (a study never ends without one); the next is pruned.
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.user_attrs[attrs.EARLY_STOP]["detector"] == "wall-clock cap"
+    assert second.state == optuna.trial.TrialState.PRUNED and second.user_attrs[attrs.PRUNE]["detector"] == "wall-clock cap"
+    assert "pruned by wall-clock cap" in result.stderr
+    for t in (first, second):
+        assert t.user_attrs[attrs.PRUNE if t is second else attrs.EARLY_STOP]["step"] < 20000

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from search import progress
+from search import attrs, progress
 from search.spec import StudySpec
 from workers.detectors import (DivergenceDetector, GradientExplosionDetector, GradientVanishingDetector,
                                OverfittingDetector, PlateauDetector, Verdict)
@@ -18,6 +19,7 @@ from workers.ranks import SOLO, UPLOAD_TIMEOUT
 # reached (and its checkpoint there the one it keeps). The others end it as PRUNED.
 CONVERGENCE = (PlateauDetector.name, OverfittingDetector.name)  # convergence: they complete a trial
 PAUSE = "rung"  # the asha pruner's verdict: paused at a rung, its checkpoint kept for a promotion
+WALL_CLOCK_CAP = "wall-clock cap"  # the spec's max_trial_hours: stopped where it is
 
 
 class PruningCallback(TrainerCallback):
@@ -34,6 +36,8 @@ class PruningCallback(TrainerCallback):
         d = spec.detectors
         self.trial, self.spec, self.should_stop, self.total_steps = trial, spec, should_stop, total_steps
         self.ranks = ranks
+        claimed = ((trial.user_attrs.get(attrs.WORKER) or {}).get("claimed_at") if trial is not None else None)
+        self.started = claimed or time.time()  # the cap counts from the claim: out-of-memory retries included
         self.points = progress.eval_points(spec, total_steps)  # step -> the keys reported under
         self.divergence = DivergenceDetector(d.divergence_ratio, d.divergence_rise, d.divergence_patience)
         self.plateau = PlateauDetector(d.plateau_window, d.plateau_min_improvement)
@@ -84,6 +88,10 @@ class PruningCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             verdicts = [v for v in self._train_log(state.global_step, logs) if v is not None]
+            hours = (time.time() - self.started) / 3600
+            if self.ranks.owner and self.spec.max_trial_hours and hours >= self.spec.max_trial_hours:
+                verdicts.insert(0, Verdict(WALL_CLOCK_CAP, state.global_step, {"hours": round(hours, 3),
+                                                                               "cap": self.spec.max_trial_hours}))
             self._end(self.ranks.share(verdicts[0] if verdicts else None), control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from search import attrs
 from storage import optuna_compat as compat
+from workers import disk
 
 
 class CheckpointCallback(TrainerCallback):
@@ -30,6 +31,12 @@ class CheckpointCallback(TrainerCallback):
     def __init__(self, trial, artifact_store, keys: dict[int, list[int]]):
         self.trial, self.store, self.keys = trial, artifact_store, keys
         self._losses: dict[int, float] = {}
+        self._size: int | None = None  # bytes of the last checkpoint written
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save:  # room for the checkpoint and its tar, or a clear error before torch's
+            size = self._size if self._size is not None else _estimate(model)
+            disk.ensure_room(args.output_dir, 2 * size)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and "eval_loss" in metrics:
@@ -38,6 +45,7 @@ class CheckpointCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         step = state.global_step
         folder = Path(args.output_dir) / f"checkpoint-{step}"
+        self._size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         storage, trial_id = self.trial.storage, compat.trial_id(self.trial)
         pointers = storage.get_trial_system_attrs(trial_id)
         latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
@@ -55,6 +63,14 @@ class CheckpointCallback(TrainerCallback):
             new_best = attrs.BestCheckpoint(**new_latest, value=loss)
             storage.set_trial_system_attr(trial_id, attrs.BEST_CHECKPOINT, new_best)
         _remove_unreferenced(self.store, [latest, best], [new_latest, new_best])
+
+
+def _estimate(model) -> int:
+    """A checkpoint's bytes before the first is written: the trained weights and two optimizer
+    states of 4 bytes each (Adam's moments; 8-bit optimizers and frozen weights need less)."""
+    if model is None:
+        return 0
+    return sum(p.numel() * (p.element_size() + 8) for p in model.parameters() if p.requires_grad)
 
 
 def restore(study, trial, artifact_store, output_dir: Path) -> Path | None:

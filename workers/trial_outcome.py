@@ -1,7 +1,8 @@
 """Finishing one trial: its end told to the study (COMPLETE, PRUNED, paused at a rung, FAIL)
 with its cost, batch, timing, curves, the infeasibility constraint, a note for
-optuna-dashboard, its checkpoints kept or removed, and 002's half-learning-rate retry of a
-diverged configuration."""
+optuna-dashboard, its checkpoints kept or removed; a trial to resume (interrupted, a rank
+failed) or a diverged one to retry at half the learning rate is marked so, and its
+continuation queued at the next claim (search/continuations.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from search import attrs, budget, leases
+from search import attrs, clock, continuations
 from search.logs import LOG
-from search.study import space_of
+from storage import optuna_compat as compat
 from workers.detectors import DivergenceDetector
 from storage import outage
 from workers.trial_run import Run
@@ -36,20 +37,6 @@ def _note(trial, outcome: str, params: dict, callback) -> None:
     save_note(trial, "\n".join(lines))
 
 
-def retry_at_half_lr(study, trial, params: dict, spec) -> bool:
-    """002's adjustment, applied once: the diverged params again at lr x 0.5, if the
-    budget has room, the learning rate is searched (not fixed) and this is no retry itself."""
-    lr = space_of(spec)["learning_rate"]
-    if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
-        return False
-    if budget.trials_spent(study, spec):
-        return False
-    study.enqueue_trial({**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)},
-                        user_attrs={attrs.SOURCE: f"trial {trial.number} diverged: its params at half the learning rate",
-                                    attrs.RETRY_OF: trial.number})
-    return True
-
-
 def report(study, trial, params, run: Run, artifact_store, claimed_at: float | None = None) -> str:
     """Tells the trial's end to the study, with its cost, curves, timing and a note for the
     dashboard; the outcome in words. Its value is the best eval loss it reached. Without an
@@ -67,10 +54,9 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
                                            "trial_s": round(time.time() - claimed_at, 3)})
     trial.set_user_attr(attrs.COST, run.cost)
     if callback.interrupted:
-        trial.set_user_attr(attrs.ERROR, "interrupted by a signal; queued again to resume from its checkpoint")
-        study.tell(trial, state=TrialState.FAIL)
-        leases.queue_resume(study, trial, "interrupted")
-        return "interrupted; queued again to resume from its checkpoint"
+        continuations.end_to_resume(trial.storage, compat.trial_id(trial), "interrupted",
+                                    "interrupted by a signal; to resume from its checkpoint")
+        return "interrupted; marked to resume from its checkpoint"
     trial.set_user_attr(attrs.BATCH, {"micro_batch": run.micro_batch, "accumulation": run.accumulation,
                                       "oom_retries": run.oom_retries, "ranks": run.ranks,
                                       "peak_memory_gib": run.peak_memory and round(run.peak_memory / 2 ** 30, 3),
@@ -102,17 +88,18 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
         state, outcome = TrialState.COMPLETE, f"complete, best eval loss {value:.4f}"
     if run.oom_retries:
         outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
+    if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
+            and continuations.mark_retry(trial.storage, compat.trial_id(trial), params, callback.spec):
+        outcome += "; marked for a retry at half the learning rate, within the budget"
     if artifact_store is not None:
         _note(trial, outcome, params, callback)
+    clock.mark_end(trial.storage, compat.trial_id(trial))
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     if artifact_store is not None:
         checkpoint.finish(trial, artifact_store, keep_latest=callback.paused,
                           keep_best=callback.paused or state == TrialState.COMPLETE)
         if state == TrialState.COMPLETE:
             checkpoint.keep_top(study, trial, artifact_store, callback.spec.keep_best)
-    if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
-            and retry_at_half_lr(study, trial, params, callback.spec):
-        outcome += "; queued again at half the learning rate"
     if artifact_store is not None:
         _refresh_study_note(study, callback.spec, artifact_store)
     return outcome
@@ -143,26 +130,28 @@ def rank_failed(study, trial, error: Exception, artifact_store, spec, out_of_mem
         return "dropped: its lease ran out and it was queued again elsewhere"
     if outage.unreachable(error):
         return "abandoned: the storage went away; its lease queues it again"
-    resumed = leases.resumes(study, trial)
+    resumed = continuations.resumes(study, trial)
     if not (is_rank_failure(error) or isinstance(error, torch.OutOfMemoryError)) or resumed >= spec.max_resumes:
         return fail(study, trial, error, artifact_store) + (f" (after {resumed} resumes)" if resumed else "")
     message = f"{type(error).__name__}: {error}".splitlines()[0]
     try:
-        trial.set_user_attr(attrs.ERROR, f"a rank failed ({message}); queued again to resume from its checkpoint")
-        study.tell(trial, state=TrialState.FAIL)
-        leases.queue_resume(study, trial, "a rank failed",
-                            {attrs.OUT_OF_MEMORY_AT: out_of_memory_at} if out_of_memory_at else None)
+        continuations.end_to_resume(trial.storage, compat.trial_id(trial), "a rank failed",
+                                    f"a rank failed ({message}); to resume from its checkpoint",
+                                    {attrs.OUT_OF_MEMORY_AT: out_of_memory_at} if out_of_memory_at else None)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"a rank failed: {message} (its lease ran out meanwhile: queued again elsewhere)"
-    return f"a rank failed: {message}; queued again to resume from its checkpoint"
+    return f"a rank failed: {message}; marked to resume from its checkpoint"
 
 
-def fail(study, trial, error: Exception, artifact_store) -> str:
+def fail(study, trial, error: Exception, artifact_store, message: str | None = None) -> str:
+    """Tells the trial FAIL with `message` (by default the error's first line) as its reason,
+    and removes its checkpoints."""
     from workers.checkpoint import discard
 
-    message = f"{type(error).__name__}: {error}".splitlines()[0]
+    message = message or f"{type(error).__name__}: {error}".splitlines()[0]
     try:
         trial.set_user_attr(attrs.ERROR, message)
+        clock.mark_end(trial.storage, compat.trial_id(trial))
         study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"failed: {message}"  # its lease ran out meanwhile: its checkpoint is another's now

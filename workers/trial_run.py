@@ -59,9 +59,10 @@ class Plan:
 
 
 def train(trial, params, spec, resident, artifact_store, workdir: Path, should_stop, faults=None,
-          ranks: Ranks = SOLO) -> Run:
+          ranks: Ranks = SOLO, watch=None) -> Run:
     """Trains the trial on the resident base, continuing the trial it resumes or is promoted
-    from, if any; on an out-of-memory error, again from its last checkpoint at half the micro-batch."""
+    from, if any; on an out-of-memory error, again from its last checkpoint at half the micro-batch.
+    `watch` (workers/stall.py) sees every step, for the lease."""
     import torch
 
     from workers.batch import first_micro_batch, free_device_memory, smaller
@@ -93,7 +94,7 @@ def train(trial, params, spec, resident, artifact_store, workdir: Path, should_s
         callback = PruningCallback(trial, spec, total, should_stop=should_stop, ranks=ranks)
         try:
             attempt(ranks.share(plan), spec, resident, [callback, CheckpointCallback(trial, artifact_store, callback.points),
-                                                       cost, timing], faults, ranks)
+                                                       cost, timing, *([watch] if watch else [])], faults, ranks)
             return Run(callback, callback.log_history, micro, share // micro, retries, timing=timing,
                        cost=cost.settle(), ranks=ranks.world_size,
                        peak_memory=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None)

@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, budget, leases, logs, ready_wire
+from search import asha, attrs, budget, leases, logs, ready_wire
 from search.claim import claim
 from search.logs import LOG
 from search.signals import Stop
@@ -31,12 +31,15 @@ from search.study import load, space_of
 from spaces.space import suggest
 from storage import backend, outage
 from storage import optuna_compat as compat
+from workers import disk
 from workers.quiet import quiet_libraries
 from workers.ranks import GROUP_BROKEN, SOLO, Ranks, from_env
+from workers.stall import StallWatch
 from workers.trial_outcome import fail, rank_failed, report
 from workers.trial_run import follow, train
 
 MAX_CONSECUTIVE_FAILURES = 3
+EXIT_HUNG = GROUP_BROKEN  # a hung trainer: its trial is queued to resume; a group of ranks starts again
 STORAGE_PATIENCE_S = 600  # a database restart or a network blip, not an outage to sit through
 
 
@@ -103,9 +106,11 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                     _release_paused(study, artifact_store)
                 LOG.info(f"{reason or 'study budget spent'}; exiting")
                 break
-            with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds) as lease:
+            watch = StallWatch(spec.stall_seconds)
+            with leases.Heartbeat(storage, compat.trial_id(trial), spec.lease_seconds, watch.silence,
+                                  lambda silence: _hung(storage, trial, silence)) as lease:
                 outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
-                                           lambda: stop() or lease.lost, lease, faults, started, ranks)
+                                           lambda: stop() or lease.lost, lease, faults, started, ranks, watch)
             if outcome is None:  # the storage stayed away
                 return 1
             failures = failures + 1 if failed else 0
@@ -116,6 +121,8 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 LOG.info(f"{failures} trials failed in a row; stopping")
                 return 1
+        if stop() and not queued_only:  # the trial it leaves goes back to the queue now, not at the next claim
+            _queue_continuations(study, storage, where)
     except KeyError:
         if study.study_name in optuna.get_all_study_names(storage):
             raise
@@ -128,14 +135,14 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
 
 
 def _work_on(study, trial, spec, space, resident, artifact_store, workdir, should_stop, lease, faults,
-             claimed_at, ranks: Ranks = SOLO) -> tuple[str | None, bool | None]:
+             claimed_at, ranks: Ranks = SOLO, watch=None) -> tuple[str | None, bool | None]:
     """Trains and reports one claimed trial: (outcome in words, or None if the storage
     did not come back; whether the trial failed, None when a rank of it failed)."""
     try:
         params = suggest(trial, space)
         try:
             result = train(trial, params, spec, resident, artifact_store, workdir, should_stop=should_stop,
-                           faults=faults, ranks=ranks)
+                           faults=faults, ranks=ranks, watch=watch)
         except Exception as e:
             if ranks.world_size == 1:
                 raise
@@ -152,13 +159,45 @@ def _work_on(study, trial, spec, space, resident, artifact_store, workdir, shoul
         return "dropped: its lease ran out and it was queued again elsewhere", False
     except Exception as e:
         if not outage.unreachable(e):  # one broken trial must not leave it RUNNING or stop the worker
-            return fail(study, trial, e, artifact_store), True
+            return fail(study, trial, e, artifact_store, disk.explain(e, workdir)), True
         LOG.info(f"trial {trial.number} abandoned: the storage went away")  # its lease re-queues it
         if not _wait_for_storage(study, e, should_stop):
             return None, False
         return "abandoned while the storage was away; it resumes from its checkpoint", False
     finally:
         shutil.rmtree(workdir / f"trial-{trial.number}", ignore_errors=True)
+
+
+def _hung(storage, trial, silence: float) -> None:
+    """The trial's training stopped moving (workers/stall.py): it is ended to resume elsewhere,
+    and this process exits, as a hung trainer cannot be interrupted (whoever started the
+    worker starts it again)."""
+    from search import continuations
+
+    LOG.info(f"trial {trial.number} hung: no training step for {silence:.0f} s; it resumes from its checkpoint "
+             f"elsewhere, and this worker exits (its trainer cannot be interrupted)")
+    try:
+        continuations.end_to_resume(storage, compat.trial_id(trial), "hung",
+                                    f"hung: no training step for {silence:.0f} s; to resume from its checkpoint")
+    except Exception as e:  # noqa: BLE001 (ended meanwhile, or the storage is away: its lease runs out)
+        LOG.info(f"trial {trial.number} not ended here ({type(e).__name__}): its lease runs out instead")
+    os._exit(EXIT_HUNG)
+
+
+def _queue_continuations(study, storage, where) -> None:
+    """Queues the continuation of a trial this worker ended to resume (search/continuations.py);
+    if the storage will not take it now, the next claim or sweep of any process does."""
+    from search import continuations
+    from search.spec import StudySpec
+
+    try:
+        with where.claim_lock(storage, study.study_name):
+            for event in continuations.queue(study, StudySpec.from_dict(study.user_attrs[attrs.SPEC])):
+                LOG.info(event)
+    except Exception as e:  # noqa: BLE001
+        if not outage.unreachable(e):
+            raise
+        LOG.info("the storage is away: the next claim queues the trial to resume")
 
 
 def _release_paused(study, artifact_store) -> None:
