@@ -22,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.search_efficiency import problems
 from bench.search_replay.methods import BASELINE, DEFAULT, METHODS
 
 HERE = Path(__file__).resolve().parent
-PROBLEMS = ("docstrings-lora", "moduledocs-full", "stdlib-chat-qlora")
+PROBLEMS = problems.PROBLEMS  # the recorded tables: every problem of the real benchmark
 QUICK = ("tunefleet", "tpe-median", "neps-priorband", "tunefleet-prior-bad")
 FULL = ("tunefleet", "tpe-median", "tpe-hyperband", "random", "neps-priorband", "tunefleet-lr-x30",
         "tunefleet-lr-div30", "tunefleet-prior-good", "tunefleet-prior-medium", "tunefleet-prior-bad")
