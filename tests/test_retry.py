@@ -22,7 +22,7 @@ def _diverged(study, spec, trial=None):
     """A trial that diverged, told as the worker tells it; whether it was marked for a retry."""
     trial = trial or study.ask()
     params = suggest(trial, space_of(spec))
-    marked = continuations.mark_retry(study._storage, compat.trial_id(trial), params, spec)
+    marked = continuations.mark_retry(compat.storage_of(study), compat.trial_id(trial), params, spec)
     study.tell(trial, state=TrialState.PRUNED)
     return trial, params, marked
 

@@ -128,8 +128,10 @@ def shifted_lr_override(problem, tc: TrialConfig, centre: float) -> dict:
     The range stays the documents' unless the centre falls outside it; then the
     range is widened just enough to hold the centre with the same margin on
     that side as the documents' range has around their own centre (a user who
-    believes in a centre gives it room on both sides)."""
+    believes in a centre gives it room on both sides). A centre above 1.0, the most
+    spaces/space.py allows a learning rate, is 1.0 (prefix tuning's truth of 0.1 x30)."""
     lr = lr_prior(problem, tc)
+    centre = min(centre, 1.0)
     override = {"centre": centre}
     if centre > lr.high:
         override["high"] = min(1.0, centre * lr.high / lr.centre)  # 1.0: the most spaces/space.py allows
