@@ -59,7 +59,10 @@ class CheckpointCallback(TrainerCallback):
         try:
             storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
         except Exception:  # the trial ended meanwhile (its lease ran out), or the storage went away:
-            _remove(self.store, artifact)  # nothing points at the upload, so it must not stay
+            try:  # nothing points at the upload, so it must not stay
+                _remove(self.store, artifact)
+            except Exception:  # noqa: BLE001 (the store is away too: the pointer's error is the one to tell)
+                pass
             raise
         loss = self._losses.get(step)
         new_best = best
