@@ -9,6 +9,7 @@ keeps Optuna's client-side cache of finished trials and reads only what changed.
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,9 @@ import grpc
 from storage import optuna_compat as compat
 from storage import outage
 from storage.grpc_channel import SERVER_OPTIONS, SNAPSHOT_S
+
+FINISHED_KEPT = 200_000  # encoded finished trials (about 1 KB each): a study's worth many times over
+SNAPSHOT_KEPT_S = 600.0  # a study's snapshot goes once nobody has read it this long
 
 
 def start(storage, artifact_store, host: str, port: int, threads: int, handlers=()):
@@ -47,7 +51,7 @@ class _Service(compat.OptunaStorageProxyService):
         self._snapshot_s = snapshot_s
         self._snapshots: dict[int, _Snapshot] = {}
         self._reading = threading.Lock()  # one database read at a time; the others take its result
-        self._finished: dict = {}  # trial id -> encoding; finished trials never change
+        self._finished = _Recent(FINISHED_KEPT)  # trial id -> encoding; finished trials never change
 
     def GetTrials(self, request, context):
         try:
@@ -62,9 +66,38 @@ class _Service(compat.OptunaStorageProxyService):
         with self._reading:
             snapshot = self._snapshots.get(study_id)
             if snapshot is None or snapshot.at < asked - self._snapshot_s:  # older than this call's half second
+                # Studies nobody read for a while (deleted, or done) let go of their trials.
+                for idle in [i for i, old in self._snapshots.items() if old.at < asked - SNAPSHOT_KEPT_S]:
+                    del self._snapshots[idle]
                 trials = compat.proxy_backend(self).get_all_trials(study_id, deepcopy=False)
                 snapshot = self._snapshots[study_id] = _Snapshot(time.monotonic(), trials, self._finished)
         return snapshot
+
+
+class _Recent:
+    """A dict of at most `most` entries, the least recently used going first: the encodings
+    of finished trials, kept for the studies being read, not for every study ever served."""
+
+    def __init__(self, most: int):
+        self._most, self._items = most, collections.OrderedDict()
+        self._lock = threading.Lock()  # shared by every study's snapshot
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def __setitem__(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._most:
+                self._items.popitem(last=False)
+
+    def __len__(self):
+        return len(self._items)
 
 
 class _Snapshot:

@@ -48,3 +48,27 @@ def test_a_worker_without_its_coordinator_is_one_line(tmp_path):
     result = tunefleet("worker", "any", "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "cannot reach the coordinator")
+
+
+def test_the_proxys_caches_stay_bounded(monkeypatch):
+    """Encodings of finished trials are kept for the studies being read, the least recently
+    used going first; a study nobody reads any more lets go of its snapshot."""
+    import optuna
+
+    from storage import optuna_compat as compat
+    from storage import proxy
+
+    recent = proxy._Recent(3)
+    for key in range(5):
+        recent[key] = f"trial {key}"
+    assert len(recent) == 3 and recent.get(0) is None and recent.get(2) == "trial 2"
+    recent[5] = "trial 5"  # 2 was just used: 3 goes
+    assert recent.get(3) is None and recent.get(2) == "trial 2"
+
+    storage = optuna.storages.InMemoryStorage()
+    ids = [compat.study_id(optuna.create_study(storage=storage, study_name=f"s{i}")) for i in range(2)]
+    service = proxy._Service(storage, snapshot_s=0.0)
+    service._snapshot(ids[0])
+    monkeypatch.setattr(proxy, "SNAPSHOT_KEPT_S", 0.0)
+    service._snapshot(ids[1])  # s0 was not read since: its snapshot goes
+    assert list(service._snapshots) == [ids[1]]

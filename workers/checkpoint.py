@@ -56,7 +56,14 @@ class CheckpointCallback(TrainerCallback):
             f.seek(0)
             self.store.write(artifact, f)
         new_latest = attrs.Checkpoint(artifact=artifact, step=step, key=self.keys.get(step, [step])[-1])
-        storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
+        try:
+            storage.set_trial_system_attr(trial_id, attrs.CHECKPOINT, new_latest)
+        except Exception:  # the trial ended meanwhile (its lease ran out), or the storage went away:
+            try:  # nothing points at the upload, so it must not stay
+                _remove(self.store, artifact)
+            except Exception:  # noqa: BLE001 (the store is away too: the pointer's error is the one to tell)
+                pass
+            raise
         loss = self._losses.get(step)
         new_best = best
         if loss is not None and math.isfinite(loss) and (best is None or loss < best["value"]):
@@ -138,10 +145,21 @@ def keep_top(study, trial, artifact_store, k: int) -> None:
         _remove(artifact_store, pointer["artifact"])
 
 
-def remove_pointers(frozen, artifact_store) -> None:
-    """Removes the checkpoints a finished trial points at."""
-    _remove_unreferenced(artifact_store, [frozen.system_attrs.get(attrs.CHECKPOINT),
-                                          frozen.system_attrs.get(attrs.BEST_CHECKPOINT)], [])
+def release_unkept(study, artifact_store, k: int) -> int:
+    """The study is over: every checkpoint its trials point at goes but the best checkpoints
+    of its k best complete trials (what a paused trial that will not be promoted, a trial
+    failed past max_resumes, or one pushed out of the top k by a completion racing another's
+    left behind); how many went. Pointers shared along a lineage are kept if any keeper holds them."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    best = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))[:k]
+    kept = {t.system_attrs[attrs.BEST_CHECKPOINT]["artifact"] for t in best if t.system_attrs.get(attrs.BEST_CHECKPOINT)}
+    pointed = {p["artifact"] for t in trials if t.state.is_finished()
+               for p in (t.system_attrs.get(attrs.CHECKPOINT), t.system_attrs.get(attrs.BEST_CHECKPOINT)) if p}
+    for artifact in pointed - kept:
+        _remove(artifact_store, artifact)
+    return len(pointed - kept)
 
 
 def discard(trial, artifact_store) -> None:

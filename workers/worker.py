@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from search import asha, attrs, budget, leases, logs, ready_wire
+from search import attrs, budget, leases, logs, ready_wire
 from search.claim import claim
 from search.logs import LOG
 from search.signals import Stop
@@ -102,8 +102,10 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                 if reason is None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(min(spec.lease_seconds / 4, 5))  # a running trial may lose its lease and come back
                     continue
-                if reason is None:
-                    _release_paused(study, artifact_store)
+                if reason is None:  # every trial is over: only the k best keep a checkpoint
+                    from workers.checkpoint import release_unkept
+
+                    release_unkept(study, artifact_store, spec.keep_best)
                 LOG.info(f"{reason or 'study budget spent'}; exiting")
                 break
             watch = StallWatch(spec.stall_seconds)
@@ -198,14 +200,6 @@ def _queue_continuations(study, storage, where) -> None:
         if not outage.unreachable(e):
             raise
         LOG.info("the storage is away: the next claim queues the trial to resume")
-
-
-def _release_paused(study, artifact_store) -> None:
-    """The study is done: paused trials will not be promoted, so their checkpoints go."""
-    from workers.checkpoint import remove_pointers
-
-    for t in asha.paused(study.get_trials(deepcopy=False)):
-        remove_pointers(t, artifact_store)
 
 
 def _wait_for_storage(study, error: Exception, stop, give_up_s: float = STORAGE_PATIENCE_S) -> bool:
