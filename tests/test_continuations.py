@@ -54,7 +54,10 @@ os._exit(9)  # every write done: killed before anyone queued the continuation
 """
 
 
-@pytest.mark.parametrize("killed_at", [0, 1, 2, 3])
+WRITES = 4  # end_to_resume: the mark, the error, the end time, the state
+
+
+@pytest.mark.parametrize("killed_at", range(WRITES + 1))
 def test_a_kill_between_the_two_writes_loses_no_trial(pg_url, killed_at):
     where = backend(pg_url)
     storage = where.open()
@@ -64,7 +67,7 @@ def test_a_kill_between_the_two_writes_loses_no_trial(pg_url, killed_at):
     assert died.returncode == 9, died.stderr
     study = optuna.load_study(study_name="s", storage=storage)
     (ended,) = study.get_trials()
-    assert ended.state == (TrialState.FAIL if killed_at == 3 else TrialState.RUNNING)
+    assert ended.state == (TrialState.FAIL if killed_at == WRITES else TrialState.RUNNING)
     if ended.state == TrialState.RUNNING:
         time.sleep(SPEC.lease_seconds + 0.5)  # killed before its end was written: its lease runs out
     continued = claim(study, storage, where, SPEC)
