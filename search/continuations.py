@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search import attrs, budget, clock
+from storage import optuna_compat as compat
 
 
 def end_to_resume(storage, trial_id: int, why: str, error: str, extra: dict | None = None,
@@ -29,17 +30,17 @@ def end_to_resume(storage, trial_id: int, why: str, error: str, extra: dict | No
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-def mark_retry(storage, trial_id: int, params: dict, spec) -> bool:
+def mark_retry(trial: optuna.Trial, params: dict, spec) -> bool:
     """Marks a diverging trial, before it is told PRUNED, for 002's adjustment: its params
     again at half the learning rate, once (no retry of a retry), if the learning rate is
     searched and retries are on; whether it was marked (the budget is checked at queuing)."""
     from search.study import space_of
 
     lr = space_of(spec)["learning_rate"]
-    trial = storage.get_trial(trial_id)
     if not spec.retry_diverged or lr.choices is not None or attrs.RETRY_OF in trial.user_attrs:
         return False
-    storage.set_trial_system_attr(trial_id, attrs.RETRY, {**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)})
+    trial.storage.set_trial_system_attr(compat.trial_id(trial), attrs.RETRY,
+                                        {**params, "learning_rate": lr.nearest(params["learning_rate"] * 0.5)})
     return True
 
 

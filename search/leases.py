@@ -62,6 +62,7 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
     (search/continuations.py); what it did, in words. Call under the claim lock."""
     from search import continuations
 
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     adopt_unleased(study, spec.lease_seconds, trials)
     gone = expired(study, spec.lease_seconds, trials=trials)
     for t in gone:
@@ -78,7 +79,7 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
                 storage.set_trial_state_values(tid, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # its worker finished it meanwhile
-    return continuations.queue(study, spec, study.get_trials(deepcopy=False) if gone or trials is None else trials)
+    return continuations.queue(study, spec, study.get_trials(deepcopy=False) if gone else trials)
 
 
 class Heartbeat:

@@ -10,7 +10,6 @@ import signal
 import time
 
 import optuna
-import pytest
 from conftest import cli_env, free_port, start_tunefleet, tunefleet
 from optuna.trial import TrialState
 

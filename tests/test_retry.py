@@ -13,7 +13,6 @@ from search.spec import StudySpec
 from search.study import space_of
 from spaces.space import suggest
 from search import continuations
-from storage import optuna_compat as compat
 
 SPEC = StudySpec(model="/m", dataset="/d", method="lora", n_examples=100, n_params=int(1e8), n_trials=3)
 
@@ -22,7 +21,7 @@ def _diverged(study, spec, trial=None):
     """A trial that diverged, told as the worker tells it; whether it was marked for a retry."""
     trial = trial or study.ask()
     params = suggest(trial, space_of(spec))
-    marked = continuations.mark_retry(compat.storage_of(study), compat.trial_id(trial), params, spec)
+    marked = continuations.mark_retry(trial, params, spec)
     study.tell(trial, state=TrialState.PRUNED)
     return trial, params, marked
 

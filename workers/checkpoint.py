@@ -135,7 +135,7 @@ def keep_top(study, trial, artifact_store, k: int) -> None:
 
     me = trial.storage.get_trial(compat.trial_id(trial))  # as it is now: the list may be a snapshot old
     others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number != me.number]
-    complete = sorted(others + [me], key=lambda t: (t.value, t.number))
+    complete = _ranked(others + [me])
     ranks = [t.number for t in complete]
     if len(complete) <= k:
         return
@@ -143,6 +143,11 @@ def keep_top(study, trial, artifact_store, k: int) -> None:
     pointer = out.system_attrs.get(attrs.BEST_CHECKPOINT)
     if pointer:
         _remove(artifact_store, pointer["artifact"])
+
+
+def _ranked(complete) -> list:
+    """Complete trials best first (ties: the earlier first)."""
+    return sorted(complete, key=lambda t: (t.value, t.number))
 
 
 def release_unkept(study, artifact_store, k: int) -> int:
@@ -153,7 +158,7 @@ def release_unkept(study, artifact_store, k: int) -> int:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    best = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, t.number))[:k]
+    best = _ranked(t for t in trials if t.state == TrialState.COMPLETE)[:k]
     kept = {t.system_attrs[attrs.BEST_CHECKPOINT]["artifact"] for t in best if t.system_attrs.get(attrs.BEST_CHECKPOINT)}
     pointed = {p["artifact"] for t in trials if t.state.is_finished()
                for p in (t.system_attrs.get(attrs.CHECKPOINT), t.system_attrs.get(attrs.BEST_CHECKPOINT)) if p}

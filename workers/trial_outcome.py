@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 from search import attrs, clock, continuations
 from search.logs import LOG
 from storage import optuna_compat as compat
-from workers.detectors import DivergenceDetector
 from storage import outage
+from workers.detectors import DivergenceDetector
 from workers.trial_run import Run
 
 
@@ -89,7 +89,7 @@ def report(study, trial, params, run: Run, artifact_store, claimed_at: float | N
     if run.oom_retries:
         outcome += f" (micro-batch {run.micro_batch} after {run.oom_retries} out-of-memory retries)"
     if state == TrialState.PRUNED and verdict is not None and verdict.detector == DivergenceDetector.name \
-            and continuations.mark_retry(trial.storage, compat.trial_id(trial), params, callback.spec):
+            and continuations.mark_retry(trial, params, callback.spec):
         outcome += "; marked for a retry at half the learning rate, within the budget"
     if artifact_store is not None:
         _note(trial, outcome, params, callback)
