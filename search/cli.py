@@ -217,10 +217,13 @@ def study_delete(name, artifacts, storage_url):
 @click.option("--serve", metavar="HOST:PORT",
               help="Serve the storage and artifacts to workers (they take --storage grpc://HOST:PORT).")
 @click.option("--connections", default=16, show_default=True, type=click.IntRange(2, 1000),
-              help="Database connections of this process, whatever the number of workers it serves.")
+              help="Database connections of this process's storage calls, whatever the number of workers it serves.")
+@click.option("--transfers", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Checkpoint uploads and downloads served at once, on threads and connections of their own; "
+                   "workers beyond wait their turn, and lease renewals and claims never wait behind them.")
 @click.option("--artifacts", type=click.Path(file_okay=False), help="Artifact directory to serve (default: beside the storage).")
 @storage_option
-def coordinator(interval, once, serve, connections, artifacts, storage_url):
+def coordinator(interval, once, serve, connections, transfers, artifacts, storage_url):
     """Re-queue trials of dead workers, queue trials for live ones, stop studies at their budgets."""
     import optuna
 
@@ -238,7 +241,8 @@ def coordinator(interval, once, serve, connections, artifacts, storage_url):
         if where.kind != "postgresql":
             raise InputError("--serve needs a PostgreSQL storage (--storage postgresql://...)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sys.exit(run(where.open(connections), where, interval, once, address, artifacts, threads=connections + 4))
+    sys.exit(run(where.open(connections), where, interval, once, address, artifacts, threads=connections + 4,
+                 transfers=transfers))
 
 
 def _local_or_id(source: str) -> str:

@@ -52,15 +52,15 @@ def sweep(storage, where: Backend, window_s: float = 10.0, queue: ready.Queue | 
 
 
 def run(storage, where: Backend, interval: float, once: bool = False, serve: tuple[str, int] | None = None,
-        artifacts: str | None = None, threads: int = 8) -> int:
+        artifacts: str | None = None, threads: int = 8, transfers: int = 4) -> int:
     from storage import proxy
 
     stopping = Stop()
     logs.to_stderr("coordinator")
     shared = optuna.storages.get_storage(storage)  # one cache of finished trials for sweeps and proxy
     queue = ready.Queue() if serve else None
-    server = proxy.start(shared, where.artifacts(storage, artifacts), *serve, threads,
-                         handlers=[ready_wire.handler(queue, shared)]) if serve else None
+    server = proxy.start(shared, where.artifacts(storage, artifacts, transfers), *serve, threads,
+                         handlers=[ready_wire.handler(queue, shared)], transfers=transfers) if serve else None
     LOG.info(f"watching every {interval:g} s" + (f"; serving workers at grpc://{serve[0]}:{serve[1]}" if serve else ""))
     try:
         away = False

@@ -51,8 +51,10 @@ class Backend:
             return connect.proxy_storage(*self.address)
         return connect.rdb_storage(self.url, connections)
 
-    def artifacts(self, storage, directory: str | None = None):
-        """The Optuna ArtifactStore beside `storage` (storage/artifacts.py); `directory` wins."""
+    def artifacts(self, storage, directory: str | None = None, transfers: int = 1):
+        """The Optuna ArtifactStore beside `storage` (storage/artifacts.py); `directory` wins.
+        In PostgreSQL it has `transfers` connections of its own (and one for removals): an
+        upload holds its connection throughout, and the storage's calls must not wait for it."""
         from storage import artifacts
 
         if directory:
@@ -64,10 +66,10 @@ class Backend:
 
             return GrpcArtifactStore(*self.address)
         if self.kind == "postgresql":
-            from storage.optuna_compat import rdb_of
+            from storage import connect
             from storage.pg_artifacts import PostgresArtifactStore
 
-            return PostgresArtifactStore(rdb_of(storage).engine)
+            return PostgresArtifactStore(connect.engine(self.url, transfers + 1))
         raise ValueError("this storage has no artifact store of its own; pass a directory")
 
     @contextlib.contextmanager

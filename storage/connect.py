@@ -20,22 +20,33 @@ def journal_storage(path: Path) -> optuna.storages.BaseStorage:
 
 def rdb_storage(url: str, connections: int) -> optuna.storages.BaseStorage:
     """A database storage holding at most `connections` connections."""
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url, connections))
+    except Exception as e:  # SQLAlchemy, the driver, or Optuna's schema check
+        raise StorageError(f"cannot open storage {redact(url)}: {_reason(e, url)}") from None
+
+
+def engine(url: str, connections: int):
+    """A SQLAlchemy engine of its own, holding at most `connections` connections (the artifacts')."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, **_engine_kwargs(url, connections))
+
+
+def _engine_kwargs(url: str, connections: int) -> dict:
     # A worker needs at most three connections at once (the claim lock's transaction, the
     # claim itself, the lease heartbeat); SQLAlchemy's default pool would allow fifteen.
     # pool_pre_ping: a connection idle through an hours-long trial is checked before use.
-    engine_kwargs = {"pool_pre_ping": True}
+    kwargs = {"pool_pre_ping": True}
     if not url.startswith("sqlite"):
-        engine_kwargs.update(pool_size=connections - 1, max_overflow=1)
+        kwargs.update(pool_size=connections - 1, max_overflow=1)
     if url.startswith("postgresql"):
         # A link that dies mid-call would otherwise hang the call for the kernel's ~15 min of
         # retransmissions: keepalives notice a silent server, tcp_user_timeout unacked data.
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1,
-                                         "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
-                                         "tcp_user_timeout": 60_000}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as e:  # SQLAlchemy, the driver, or Optuna's schema check
-        raise StorageError(f"cannot open storage {redact(url)}: {_reason(e, url)}") from None
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1,
+                                  "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+                                  "tcp_user_timeout": 60_000}
+    return kwargs
 
 
 def proxy_storage(host: str, port: int) -> optuna.storages.BaseStorage:

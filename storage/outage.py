@@ -14,11 +14,12 @@ STORAGE_MODULES = ("optuna.storages", "sqlalchemy", "psycopg", "grpc", "storage.
 def unreachable(error: BaseException) -> bool:
     """The database, the coordinator or the journal's filesystem could not be reached: worth waiting for."""
     from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout  # every connection busy: a busy database, not a bug
 
     while error is not None:
         if _grpc_unavailable(error):  # the coordinator, or the database behind it
             return True
-        if isinstance(error, (OperationalError, InterfaceError, ConnectionError, TimeoutError)):
+        if isinstance(error, (OperationalError, InterfaceError, PoolTimeout, ConnectionError, TimeoutError)):
             return True
         if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and raised_by_storage(error):
             return True

@@ -18,20 +18,23 @@ import grpc
 
 from storage import optuna_compat as compat
 from storage import outage
+from storage.grpc_artifacts import TRANSFERS
 from storage.grpc_channel import SERVER_OPTIONS, SNAPSHOT_S
 
 FINISHED_KEPT = 200_000  # encoded finished trials (about 1 KB each): a study's worth many times over
 SNAPSHOT_KEPT_S = 600.0  # a study's snapshot goes once nobody has read it this long
 
 
-def start(storage, artifact_store, host: str, port: int, threads: int, handlers=()):
+def start(storage, artifact_store, host: str, port: int, threads: int, handlers=(), transfers: int = TRANSFERS):
     """Starts serving `storage` (best an RDBStorage behind Optuna's cache of finished trials,
-    optuna.storages.get_storage), `artifact_store` and any other generic `handlers`; the grpc.Server."""
+    optuna.storages.get_storage), `artifact_store` and any other generic `handlers`; the grpc.Server.
+    `threads` serve the small calls; at most `transfers` artifact streams more run beside them."""
     from storage.grpc_artifacts import handler
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads), interceptors=[_Outages()], options=SERVER_OPTIONS)
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads + transfers), interceptors=[_Outages()],
+                         options=SERVER_OPTIONS)
     compat.api_pb2_grpc.add_StorageServiceServicer_to_server(_Service(storage), server)
-    server.add_generic_rpc_handlers((handler(artifact_store), *handlers))
+    server.add_generic_rpc_handlers((handler(artifact_store, transfers), *handlers))
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()

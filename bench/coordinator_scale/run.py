@@ -6,6 +6,8 @@ RDBStorage clients, against one PostgreSQL (max_connections 100, as installed).
     python -m bench.coordinator_scale.run --workers 256 --existing 5000 --modes tunefleet
     python -m bench.coordinator_scale.run --workers 256 --trial-seconds 2   # saturate it
     python -m bench.coordinator_scale.run --table bench/coordinator_scale/results/grid.json
+    python -m bench.coordinator_scale.run --workers 64 --existing 0 --modes tunefleet \
+        --uploads 16 --upload-mib 256 --lease-seconds 20 --out .../bulk.json   # under bulk transfers
 
 Each cell: a fresh database cloned from a template holding a study with
 EXISTING finished trials; WORKERS clients (threads, over up to 8 processes)
@@ -16,7 +18,10 @@ over one trial's length. Timed apart: join; claim (the worker's own claim);
 sample (the params, random sampler: the bench measures coordination, not TPE);
 wait (from wanting a trial to holding one, waits for the coordinator's queue
 included); report (an intermediate value and the median pruner's verdict, as
-at an evaluation); finish (tell). The bench samples pg_stat_activity every
+at an evaluation); finish (tell); renew (a lease renewal, every quarter lease while a trial
+"trains"). With --uploads, that many uploaders stream a checkpoint-sized
+artifact through the coordinator, and remove it, over and over, for as long as
+the workers run. The bench samples pg_stat_activity every
 50 ms for the database's connections. Results: bench/coordinator_scale/results/
 <name>.json and a table printed (bench/README.md).
 """
@@ -101,6 +106,8 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     study = optuna.load_study(study_name=STUDY, storage=storage)
     spec = StudySpec.from_dict(study.user_attrs[attrs.SPEC])
     spec.n_trials = n_trials
+    if a.lease_seconds:
+        spec.lease_seconds = a.lease_seconds
     study.set_user_attr(attrs.SPEC, spec.to_dict())
     storage.engine.dispose()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -109,7 +116,8 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
         port = _free_port()
         coordinator = subprocess.Popen([sys.executable, "-m", "search.cli", "coordinator", "--serve",
                                         f"127.0.0.1:{port}", "--connections", str(a.connections),
-                                        "--storage", url], env=env, stderr=subprocess.PIPE, text=True)
+                                        *(["--transfers", str(a.transfers)] if a.transfers else []),
+                                        "--storage", url], env=env, stderr=subprocess.DEVNULL, text=True)
         url = f"grpc://127.0.0.1:{port}"
         _wait_for_port(port)
     processes = min(workers, a.processes)
@@ -120,13 +128,19 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
                                  str(a.timeout), str(ramp_s)], env=env, cwd=ROOT, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                for i in range(processes)]
+    uploads = subprocess.Popen([sys.executable, "-m", "bench.coordinator_scale.clients", "uploads", url,
+                                str(a.uploads), str(a.upload_mib)], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) if a.uploads else None
     peak = [0]  # watched from the first connection on, joins included
     watcher = threading.Thread(target=lambda: peak.__setitem__(0, _watch_connections(db, clients)))
     watcher.start()
-    for c in clients:  # every worker has joined (read the study's history) before any claims
+    for c in clients + ([uploads] if uploads else []):  # every worker has joined (read the study's history)
         if c.stdout.readline().strip() != "joined":
             sys.exit("a client process died while joining")
     started = time.time()
+    if uploads:
+        uploads.stdin.write("go\n")
+        uploads.stdin.flush()
     for c in clients:
         c.stdin.write("go\n")
         c.stdin.close()
@@ -138,15 +152,22 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
     wall, peak = time.time() - started, peak[0]
     for r in readers:
         r.join()
+    uploaded = {"ops": {"upload": []}, "errors": {}}
+    if uploads:
+        uploads.stdin.close()  # the uploads stop with the workers
+        uploaded = json.loads(uploads.stdout.read())
     if coordinator is not None:
         coordinator.terminate()
         coordinator.wait(timeout=30)
     final = optuna.load_study(study_name=STUDY, storage=optuna.storages.RDBStorage(_url(db)))
-    states = [t.state.name for t in final.get_trials(deepcopy=False)]
+    trials = final.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    lapsed = sum("lease expired" in str(t.user_attrs.get("tunefleet.error", "")) for t in trials)
     _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("join", "claim", "sample", "wait", "report", "finish")}
+    ops = {k: [x for o in outs for x in o["ops"][k]] for k in ("join", "claim", "sample", "wait", "report", "renew",
+                                                                "finish")}
     errors: dict[str, int] = {}
-    for o in outs:
+    for o in outs + [uploaded]:
         for kind, n in o["errors"].items():
             errors[kind] = errors.get(kind, 0) + n
     finished = sum(o["finished"] for o in outs)
@@ -155,8 +176,10 @@ def cell(mode: str, workers: int, existing: int, a) -> dict:
         "finished": finished, "complete_in_storage": states.count("COMPLETE") - existing,
         "running_left": states.count("RUNNING"), "wall_s": round(wall, 2),
         "trials_per_s": round(finished / wall, 2), "errors": sum(errors.values()), "error_kinds": sorted(errors, key=errors.get, reverse=True)[:5],
-        "peak_connections": peak,
+        "peak_connections": peak, "leases_expired": lapsed,
         **{f"{k}_ms": _percentiles(v) for k, v in ops.items()},
+        "uploads": len(uploaded["ops"]["upload"]), "upload_mib": a.upload_mib if a.uploads else 0,
+        "upload_s": {k: (round(v / 1000, 2) if k != "n" else v) for k, v in _percentiles(uploaded["ops"]["upload"]).items()},
     }
 
 
@@ -195,13 +218,23 @@ def table(rows: list[dict]) -> str:
     ms = lambda d: f"{d['p50']:.0f} / {d['p95']:.0f}" if d.get("n") else "-"  # noqa: E731
     out = ["| existing | workers | trial s | setup | finished / budget | trials/s | errors | peak DB conns | "
            "join p50 / p95 ms | claim p50 / p95 ms | sample p50 / p95 ms | wait p50 / p95 ms | report p50 / p95 ms | "
-           "finish p50 / p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "finish p50 / p95 ms | renew p50 / p95 / max ms | leases expired | uploads (MiB each, s p50 / p95) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['existing']} | {r['workers']} | {r.get('trial_s', '-')} | {r['mode']} | "
                    f"{r['finished']} / {r['budget']} | {r['trials_per_s']} | {r['errors']} | {r['peak_connections']} | "
                    f"{ms(r.get('join_ms', {}))} | {ms(r['claim_ms'])} | {ms(r.get('sample_ms', {}))} | "
-                   f"{ms(r['wait_ms'])} | {ms(r['report_ms'])} | {ms(r['finish_ms'])} |")
+                   f"{ms(r['wait_ms'])} | {ms(r['report_ms'])} | {ms(r['finish_ms'])} | "
+                   f"{ms(r.get('renew_ms', {}))}{' / %.0f' % r['renew_ms']['max'] if r.get('renew_ms', {}).get('n') else ''} | "
+                   f"{r.get('leases_expired', '-')} | {_uploads(r)} |")
     return "\n".join(out)
+
+
+def _uploads(row: dict) -> str:
+    if not row.get("uploads"):
+        return "-"
+    took = row["upload_s"]
+    return f"{row['uploads']} ({row['upload_mib']}, {took['p50']:.1f} / {took['p95']:.1f})"
 
 
 def main() -> None:
@@ -218,6 +251,10 @@ def main() -> None:
                    help="Each simulated worker starts at a random time within this many seconds (default: one trial).")
     p.add_argument("--processes", type=int, default=8)
     p.add_argument("--connections", type=int, default=16, help="The coordinator's database connections.")
+    p.add_argument("--transfers", type=int, default=None, help="The coordinator's --transfers (default: its own).")
+    p.add_argument("--lease-seconds", type=float, default=None, help="The study's lease (default: the spec's).")
+    p.add_argument("--uploads", type=int, default=0, help="Uploaders streaming checkpoints meanwhile.")
+    p.add_argument("--upload-mib", type=int, default=256, help="Each upload's size.")
     p.add_argument("--timeout", type=float, default=240.0, help="Seconds a cell may run once its workers joined.")
     p.add_argument("--out", default=str(HERE / "results" / "grid.json"))
     p.add_argument("--table", metavar="RESULTS", help="Print the Markdown table of a results file, run nothing.")
