@@ -29,6 +29,7 @@ COST = "tunefleet.cost"  # trial: {"tokens": non-padding tokens trained, "second
 LEASE = "tunefleet.lease"  # trial: {"expires": unix time, "holder": "host:pid"}, renewed by heartbeats
 CHECKPOINT = "tunefleet.checkpoint"  # trial: {"artifact": id, "step": n, "key": k} of its latest checkpoint
 BEST_CHECKPOINT = "tunefleet.best_checkpoint"  # trial: {"artifact", "step", "key", "value"} at its best eval loss
+IN_FLIGHT = "tunefleet.in_flight"  # trial: checkpoint ids a save under way may leave unpointed if killed; [] after
 RESUMABLE = "tunefleet.resumable"  # trial: {"why", "extra"}: ended FAIL to be resumed (search/continuations.py)
 ENDED_AT = "tunefleet.ended_at"  # trial: unix time it ended (search/clock.py: Optuna's own times are naive local ones)
 RETRY = "tunefleet.retry"  # trial: the params of its retry at half the learning rate, once it diverged

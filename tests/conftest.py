@@ -79,6 +79,26 @@ def start_tunefleet(*args, cwd=None, env=None) -> subprocess.Popen:
                             env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def kept_artifacts(url: str, study_name: str) -> set[str]:
+    """All that a study that has ended may leave in its artifact store: the best checkpoints
+    of its k best complete trials, every trial's curves and the study's plots."""
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+
+    from search import attrs
+    from search.spec import StudySpec
+    from storage import open_storage
+
+    storage = open_storage(url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials()
+    k = StudySpec.from_dict(study.user_attrs[attrs.SPEC]).keep_best
+    best = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)[:k]
+    kept = {t.system_attrs[attrs.BEST_CHECKPOINT]["artifact"] for t in best}
+    curves = {m.artifact_id for t in trials for m in get_all_artifact_meta(t, storage=storage)}
+    return kept | curves | {m.artifact_id for m in get_all_artifact_meta(study, storage=storage)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import time
 
 import optuna
 import pytest
-from conftest import free_port, start_tunefleet, tunefleet
+from conftest import free_port, kept_artifacts, start_tunefleet, tunefleet
 from optuna.trial import TrialState
 
 from search import budget
@@ -111,6 +111,14 @@ def test_five_sigkills_in_one_study_lose_nothing(tiny, tmp_path, pg_url):
         with store.open_reader(files[f"trial-{t.number}-curves.json"]) as f:
             steps = [s for s, _ in json.load(f)["series"]["train_loss"]]
         assert steps == list(range(1, end + 1)), "one unbroken run, whatever the kills"
+    # Five killed trials' checkpoints, and whatever a kill cut off mid-save, are gone.
+    from sqlalchemy import text
+
+    from storage.pg_artifacts import TABLE
+
+    with store.engine.connect() as conn:
+        present = {row[0] for row in conn.execute(text(f"SELECT DISTINCT artifact_id FROM {TABLE}"))}
+    assert present == kept_artifacts(pg_url, "kills")
 
 
 def test_a_worker_frozen_past_its_lease_comes_back_without_harm(tiny, tmp_path, pg_url):

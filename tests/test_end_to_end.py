@@ -8,7 +8,7 @@ import json
 
 import optuna
 import pytest
-from conftest import start_tunefleet, tunefleet
+from conftest import kept_artifacts, start_tunefleet, tunefleet
 
 from search import asha, attrs, budget
 from search.spec import StudySpec
@@ -124,18 +124,9 @@ def test_study_on_postgresql(tiny, pg_url, tmp_path):
 def _audit_artifacts(url, directory):
     """Once the study is over, the store holds exactly the k best complete trials' best
     checkpoints, the curves and the study's plot: no paused trial's, none pushed out."""
-    from optuna.artifacts import get_all_artifact_meta
-
-    storage = open_storage(url)
-    study = optuna.load_study(study_name="e2e", storage=storage)
-    trials = study.get_trials()
-    k = StudySpec.from_dict(study.user_attrs[attrs.SPEC]).keep_best
-    best = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)[:k]
-    kept = {t.system_attrs[attrs.BEST_CHECKPOINT]["artifact"] for t in best}
-    curves = {m.artifact_id for t in trials for m in get_all_artifact_meta(t, storage=storage)}
-    plots = {m.artifact_id for m in get_all_artifact_meta(study, storage=storage)}
+    trials = optuna.load_study(study_name="e2e", storage=open_storage(url)).get_trials()
     assert any(attrs.PAUSED in t.user_attrs for t in trials), "a paused trial's checkpoints were there to go"
-    assert {p.name for p in directory.iterdir()} == kept | curves | plots
+    assert {p.name for p in directory.iterdir()} == kept_artifacts(url, "e2e")
 
 
 def test_study_on_embedded_default(tiny, tmp_path):

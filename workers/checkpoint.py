@@ -4,7 +4,9 @@ The Trainer saves a checkpoint (adapter or weights, optimizer, scheduler, RNG,
 step, log history) at every evaluation; it goes to the artifact store as one
 tar under a new id, the trial's pointer moves to it, and only then is the
 previous one removed, so a worker killed at any moment leaves a trial whose
-pointer names a whole checkpoint.
+pointer names a whole checkpoint. The ids a save may leave behind unpointed if
+killed midway (the upload, the checkpoints it replaces) are written on the trial
+first, so that the study's end removes them (release_unkept).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class CheckpointCallback(TrainerCallback):
         pointers = storage.get_trial_system_attrs(trial_id)
         latest, best = pointers.get(attrs.CHECKPOINT), pointers.get(attrs.BEST_CHECKPOINT)
         artifact = str(uuid.uuid4())
+        storage.set_trial_system_attr(trial_id, attrs.IN_FLIGHT, [artifact] + [p["artifact"] for p in (latest, best) if p])
         with tempfile.TemporaryFile() as f:
             with tarfile.open(fileobj=f, mode="w") as tar:
                 tar.add(folder, arcname=".")
@@ -70,6 +73,7 @@ class CheckpointCallback(TrainerCallback):
             new_best = attrs.BestCheckpoint(**new_latest, value=loss)
             storage.set_trial_system_attr(trial_id, attrs.BEST_CHECKPOINT, new_best)
         _remove_unreferenced(self.store, [latest, best], [new_latest, new_best])
+        storage.set_trial_system_attr(trial_id, attrs.IN_FLIGHT, [])
 
 
 def _estimate(model) -> int:
@@ -151,10 +155,11 @@ def _ranked(complete) -> list:
 
 
 def release_unkept(study, artifact_store, k: int) -> int:
-    """The study is over: every checkpoint its trials point at goes but the best checkpoints
-    of its k best complete trials (what a paused trial that will not be promoted, a trial
-    failed past max_resumes, or one pushed out of the top k by a completion racing another's
-    left behind); how many went. Pointers shared along a lineage are kept if any keeper holds them."""
+    """The study is over: every checkpoint its trials point at or had in flight goes but the
+    best checkpoints of its k best complete trials (what a paused trial that will not be
+    promoted, a trial failed past max_resumes, one pushed out of the top k by a completion
+    racing another's, or a worker killed in the middle of a save left behind); how many went.
+    Pointers shared along a lineage are kept if any keeper holds them."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -162,6 +167,7 @@ def release_unkept(study, artifact_store, k: int) -> int:
     kept = {t.system_attrs[attrs.BEST_CHECKPOINT]["artifact"] for t in best if t.system_attrs.get(attrs.BEST_CHECKPOINT)}
     pointed = {p["artifact"] for t in trials if t.state.is_finished()
                for p in (t.system_attrs.get(attrs.CHECKPOINT), t.system_attrs.get(attrs.BEST_CHECKPOINT)) if p}
+    pointed |= {a for t in trials if t.state.is_finished() for a in t.system_attrs.get(attrs.IN_FLIGHT, [])}
     for artifact in pointed - kept:
         _remove(artifact_store, artifact)
     return len(pointed - kept)
