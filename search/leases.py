@@ -85,14 +85,14 @@ def requeue_expired(study: optuna.Study, spec, trials: list | None = None) -> li
 class Heartbeat:
     """Renews a trial's lease every quarter lease in a thread while the trial moves; `lost`
     once it no longer can: another process collected the trial, or no renewal got through
-    for a whole lease (a link cut mid-call hangs it), so the lease may have been collected.
-    Once hung() says the trial stopped moving (seconds of silence), it renews no more and
+    for a whole lease (a link cut mid-call hangs it), so the lease may have been collected;
+    `gone` (and lost) once the trial no longer exists: its study was deleted. Once hung() says the trial stopped moving (seconds of silence), it renews no more and
     calls on_hang(seconds)."""
 
     def __init__(self, storage, trial_id: int, lease_seconds: float, hung=lambda: None, on_hang=lambda s: None):
         self.storage, self.trial_id, self.lease_seconds = storage, trial_id, lease_seconds
         self.hung, self.on_hang = hung, on_hang
-        self._collected = False
+        self._collected = self.gone = False
         self._until = time.time() + lease_seconds  # the claim took the first lease
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{trial_id}")
@@ -119,6 +119,9 @@ class Heartbeat:
                 renew(self.storage, self.trial_id, self.lease_seconds)
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._collected = True  # collected by another process: stop working on it
+                return
+            except KeyError:  # deleted with its study: nobody will ever want it
+                self._collected = self.gone = True
                 return
             except Exception:  # the database is briefly away: the next beat tries again
                 continue

@@ -142,11 +142,12 @@ def test_gpu_hours_do_not_depend_on_time_zones(tiny, tmp_path, pg_url):
 
 def test_a_study_deleted_under_its_workers_ends_them_with_one_line(tiny, tmp_path, pg_url):
     """One worker trains the study's only trial, another waits for more behind the coordinator;
-    the study is deleted: both leave with one line, none waits for ever."""
+    the study is deleted: both leave with one line, the training one at its next lease renewal
+    (not at its next evaluation, 1000 steps away), none waits for ever."""
     model, dataset = tiny
     assert tunefleet("study", "create", "gone", "--model", model, "--dataset", dataset, "--method", "lora",
                      "--n-trials", 1, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000,
-                     "--storage", pg_url, cwd=tmp_path).returncode == 0
+                     "--lease-seconds", 4, "--storage", pg_url, cwd=tmp_path).returncode == 0
     port = free_port()
     coordinator = start_tunefleet("coordinator", "--serve", f"127.0.0.1:{port}", "--interval", 0.5,
                                   "--storage", pg_url, cwd=tmp_path)

@@ -15,8 +15,26 @@ from search.study import load, space_of
 from storage import open_storage
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum):
+def test_sigint_and_sigterm_set_the_same_stop_flag():
+    """One handler for both (search/signals.py): the training test below sends SIGTERM only."""
+    import os
+
+    from search.signals import Stop
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stop = Stop()
+            assert not stop()
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+            assert stop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def test_signal_ends_the_running_trial_cleanly(tiny, tmp_path, signum=signal.SIGTERM):
     model, dataset = tiny
     created = tunefleet("study", "create", "long", "--model", model, "--dataset", dataset, "--method", "lora",
                         "--n-trials", 3, "--pruner", "none", "--max-steps", 5000, "--eval-steps", 1000, cwd=tmp_path)

@@ -113,6 +113,8 @@ def run(study_name: str, url: str | None = None, threads: int | None = None, art
                                   lambda silence: _hung(storage, trial, silence)) as lease:
                 outcome, failed = _work_on(study, trial, spec, space, resident, artifact_store, workdir,
                                            lambda: stop() or lease.lost, lease, faults, started, ranks, watch)
+            if lease.gone:  # stopped at its next step, not at its next report, which may be an hour away
+                raise KeyError(f"trial {trial.number} was deleted")
             if outcome is None:  # the storage stayed away
                 return 1
             failures = failures + 1 if failed else 0
