@@ -35,7 +35,11 @@ SIZE_CLASSES = (("small", 1e9), ("medium", 10e9), ("large", 30e9), ("xlarge", fl
 #   1e-5..3e-4 joined with 002's 0.5x..2x of its LoRA rate by size.
 # - qlora: the QLoRA paper's rates at its batch 16 as centre (000: "similar to
 #   LoRA"); range = 000's 1e-5..2e-4 joined with 002's QLoRA 2e-4..5e-4 and 2x the centre.
-# - prefix: 000 alone (1e-4..1e-2, start 3e-4); no size trend is documented.
+# - prefix (peft's PrefixTuningConfig, no projection MLP): 1e-3..3e-1, centre 1e-2, the
+#   published runs without the MLP, all on models 1024 wide: P-Tuning v2's scripts 5e-3..6e-2
+#   (median ~7e-3, batch 8-32, BERT/RoBERTa-large), peft's own examples 1e-2 (t5-large,
+#   roberta-large) and 3e-2 (bloomz-560m). 000's 1e-4..1e-2 from 3e-4 are the rates of
+#   prefix tuning with its MLP (Li & Liang: 5e-5), not peft's default. No size trend is documented.
 # - every range reaches at least 10x its centre: the documents' ranges stop
 #   2.5x above their starting points, so a search could never learn that a
 #   higher rate is better; the prior, not the range, keeps draws near the centre.
@@ -46,7 +50,7 @@ LEARNING_RATE = {
              "large": (1e-5, 2e-3, 1.5e-4), "xlarge": (1e-5, 1.1e-3, 1.1e-4)},
     "qlora": {"small": (1e-5, 5e-3, 5e-4), "medium": (1e-5, 2e-3, 2e-4),
               "large": (1e-5, 2e-3, 2e-4), "xlarge": (1e-5, 1e-3, 1e-4)},
-    "prefix": {size: (1e-4, 1e-2, 3e-4) for size, _ in SIZE_CLASSES},
+    "prefix": {size: (1e-3, 3e-1, 1e-2) for size, _ in SIZE_CLASSES},
 }
 # The effective batch each method's rates above are stated at, and how they move with it:
 # Adam's best rate grows as the square root of the batch (Malladi et al., NeurIPS 2022;
@@ -96,7 +100,7 @@ OVERFITTING = {"ratio": 1.5, "gap": 0.1}
 
 # 000, "Recommended Starting Configurations", plus its FineTuningConfig defaults
 # for what the quick reference leaves out (LoRA rank, alpha, dropout). Prefix
-# tuning has no quick reference: its table starting point and the same defaults.
+# tuning has no quick reference: the published rate above and the same defaults.
 # The learning-rate finder trains these; a study's first trial is the prior's mode
 # instead (search/study.py), which ranks higher on the replay's tables (bench/README.md).
 _LORA_DEFAULTS = {"lora_r": 16, "lora_alpha_ratio": 2, "lora_dropout": 0.05}
@@ -114,7 +118,7 @@ STARTING_CONFIGS = {
         "warmup_ratio": 0.03, "weight_decay": 0.01, "max_grad_norm": 1.0,
     }],
     "prefix": [{
-        "learning_rate": 3e-4, "batch_size": 16, "lr_scheduler_type": "cosine",
+        "learning_rate": 1e-2, "batch_size": 16, "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.03, "weight_decay": 0.01, "max_grad_norm": 1.0,
         "num_virtual_tokens": 20,
     }],
