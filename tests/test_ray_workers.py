@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = cli_env(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 ENV.pop("RAY_ADDRESS", None)
 RAY = str(Path(sys.executable).with_name("ray"))
+# One xdist process runs them all: Ray's head takes fixed ports besides the one given here.
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 class RayNode:
