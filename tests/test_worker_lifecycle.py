@@ -115,15 +115,19 @@ def test_a_hung_trainer_is_ended_resumed_elsewhere_and_its_worker_exits(tiny, tm
 def test_a_trial_past_its_wall_clock_cap_stops_where_it_is(tiny, tmp_path):
     model, dataset = tiny
     url = f"journal:{tmp_path / 'j.log'}"
+    # A learning rate that keeps improving the loss for far longer than the cap: a plateau (which
+    # completes a trial) cannot come first, whatever the sampler would have drawn.
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: 8e-3\n")
     assert tunefleet("study", "create", "capped", "--model", model, "--dataset", dataset, "--method", "lora",
                      "--n-trials", 2, "--pruner", "none", "--max-steps", 20000, "--eval-steps", 10,
-                     "--max-trial-hours", 0.001, "--storage", url, cwd=tmp_path).returncode == 0
+                     "--max-trial-hours", 0.001, "--space", space, "--storage", url, cwd=tmp_path).returncode == 0
     result = tunefleet("worker", "capped", "--threads", 1, "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     first, second = load(open_storage(url), "capped")[0].get_trials()
     # The study's first result completes (a study never ends without one); the next is pruned.
     assert first.state == optuna.trial.TrialState.COMPLETE and first.user_attrs[attrs.EARLY_STOP]["detector"] == "wall-clock cap"
-    assert second.state == optuna.trial.TrialState.PRUNED and second.user_attrs[attrs.PRUNE]["detector"] == "wall-clock cap"
+    assert second.state == optuna.trial.TrialState.PRUNED and second.user_attrs[attrs.PRUNE]["detector"] == "wall-clock cap", (second.user_attrs, result.stderr[-3000:])
     assert "pruned by wall-clock cap" in result.stderr
     for t in (first, second):
         assert t.user_attrs[attrs.PRUNE if t is second else attrs.EARLY_STOP]["step"] < 20000
