@@ -46,12 +46,19 @@ def grpc_address(url: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+_QUERY_PASSWORD = r"([?&]password=)([^&]*)"  # libpq and SQLAlchemy take it from the query string too
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)  # to the last @: passwords may hold one
+    """The URL with any password (user:PASSWORD@, ?password=) replaced by ***."""
+    url = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)  # to the last @: passwords may hold one
+    return re.sub(_QUERY_PASSWORD, r"\1***", url)
 
 
 def scrub(text: str, url: str) -> str:
-    """Text with the URL's password, wherever it appears, replaced by ***."""
-    m = re.search(r"://[^:/@]*:(.*)@", url)
-    return text.replace(m.group(1), "***") if m and m.group(1) else text
+    """Text with the URL's passwords, wherever they appear, replaced by ***."""
+    for m in (re.search(r"://[^:/@]*:(.*)@", url), re.search(_QUERY_PASSWORD, url)):
+        secret = m and m.group(m.lastindex)
+        if secret and secret != "***":
+            text = text.replace(secret, "***")
+    return text

@@ -129,6 +129,10 @@ def test_storage_urls():
     assert normalise("sqlite:///x.db") == "sqlite:///x.db"
     assert redact("postgresql+psycopg2://u:s3cr@t@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
     assert scrub("failed for s3cret here", "postgresql://u:s3cret@h/db") == "failed for *** here"
+    assert redact("postgresql://u@h/db?sslmode=require&password=s3cret&x=1") == \
+        "postgresql://u@h/db?sslmode=require&password=***&x=1"
+    assert redact("postgresql://u@h/db?password=s3cret") == "postgresql://u@h/db?password=***"
+    assert scrub("no s3cret", "postgresql://u@h/db?password=s3cret") == "no ***"
 
 
 def test_a_storage_url_is_resolved_once_into_its_kind(tmp_path, monkeypatch):
