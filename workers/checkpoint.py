@@ -154,11 +154,11 @@ def _ranked(complete) -> list:
     return sorted(complete, key=lambda t: (t.value, t.number))
 
 
-def release_unkept(study, artifact_store, k: int) -> int:
+def release_unkept(study, artifact_store, k: int) -> None:
     """The study is over: every checkpoint its trials point at or had in flight goes but the
     best checkpoints of its k best complete trials (what a paused trial that will not be
     promoted, a trial failed past max_resumes, one pushed out of the top k by a completion
-    racing another's, or a worker killed in the middle of a save left behind); how many went.
+    racing another's, or a worker killed in the middle of a save left behind).
     Pointers shared along a lineage are kept if any keeper holds them."""
     from optuna.trial import TrialState
 
@@ -170,7 +170,6 @@ def release_unkept(study, artifact_store, k: int) -> int:
     pointed |= {a for t in trials if t.state.is_finished() for a in t.system_attrs.get(attrs.IN_FLIGHT, [])}
     for artifact in pointed - kept:
         _remove(artifact_store, artifact)
-    return len(pointed - kept)
 
 
 def discard(trial, artifact_store) -> None:
